@@ -1,0 +1,43 @@
+"""`autoui collect miniwob`: record expert demonstrations as AITW-schema TFRecord shards."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the `collect` command."""
+    p = subparsers.add_parser("collect", help="record expert demonstrations (AITW TFRecord shards)",
+                              description=__doc__)
+    p.add_argument("source", choices=["miniwob"], help="where to collect (MiniWoB++ with the scripted experts)")
+    p.add_argument("--suite", default="default", help="suite name (envs/miniwob/<name>.json) or JSON path")
+    p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
+    p.add_argument("--episodes", type=int, default=100, help="episodes per task (seeds S .. S+N-1)")
+    p.add_argument("--seed", type=int, default=0, help="first seed S")
+    p.add_argument("--out", required=True, help="output folder (shards go to OUT/miniwob/, manifest to OUT/)")
+    p.add_argument("--workers", type=int, default=2, help="processes, one browser each")
+    p.add_argument("--shard-size", type=int, default=25, help="episodes per shard (the unit of resuming)")
+    p.add_argument("--scale", type=float, default=1.0, help="device scale factor of the screenshots")
+    p.add_argument("--chromium", default=None, help="Chromium executable (default: AUTOUI_CHROMIUM, /usr/bin/chromium)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan the shards, run the missing ones, print the totals as JSON."""
+    from autoui.cli import CLIError
+    from autoui.envs.base import EnvError
+    from autoui.envs.collect import collect, plan_jobs
+    from autoui.envs.suite import SuiteError, load_suite
+
+    if args.workers < 1 or args.episodes < 1 or args.shard_size < 1:
+        raise CLIError("--workers, --episodes and --shard-size must be >= 1")
+    try:
+        suite = load_suite(args.suite)
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+        jobs = plan_jobs(suite, args.episodes, args.seed, args.shard_size, tasks)
+        totals = collect(jobs, args.out, workers=args.workers, chromium_path=args.chromium, scale=args.scale)
+    except (SuiteError, EnvError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    print(json.dumps(totals))
+    return 0

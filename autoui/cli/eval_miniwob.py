@@ -1,0 +1,53 @@
+"""`autoui eval-miniwob`: online success rates of a policy on a MiniWoB++ task suite."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the `eval-miniwob` command."""
+    p = subparsers.add_parser("eval-miniwob", help="evaluate a policy online on MiniWoB++", description=__doc__)
+    p.add_argument("--policy", default="expert", help="registered policy name (expert; model with --model)")
+    p.add_argument("--model", default=None, help="model checkpoint for --policy model (implies it)")
+    p.add_argument("--suite", default="default", help="suite name (envs/miniwob/<name>.json) or JSON path")
+    p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per task (seeds S .. S+N-1)")
+    p.add_argument("--seed", type=int, default=1000, help="first seed S")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--scale", type=float, default=1.0, help="device scale factor of the screenshots")
+    p.add_argument("--data-mode", default="test", choices=["train", "test"], help="MiniWoB's problem distribution")
+    p.add_argument("--chromium", default=None, help="Chromium executable (default: AUTOUI_CHROMIUM, /usr/bin/chromium)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print the table, optionally write the JSON."""
+    from autoui.cli import CLIError
+    from autoui.envs.base import EnvError
+    from autoui.envs.miniwob import MiniWoBEnv
+    from autoui.envs.rollout import evaluate, format_table
+    from autoui.envs.suite import SuiteError, load_suite
+    from autoui.policy import UnknownPolicyError, make_policy
+
+    if args.episodes < 1:
+        raise CLIError("--episodes must be >= 1")
+    policy = "model" if args.model else args.policy
+    options = {"model_path": args.model} if args.model else {}
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    try:
+        suite = load_suite(args.suite)
+        results = evaluate(
+            lambda: MiniWoBEnv(scale=args.scale, data_mode=args.data_mode, chromium_path=args.chromium),
+            lambda env: make_policy(policy, env, **options), suite, args.episodes, args.seed, tasks,
+        )
+    except (SuiteError, EnvError, UnknownPolicyError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    results["policy"] = policy
+    print(format_table(results))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0

@@ -1,0 +1,25 @@
+"""Attention through PyTorch's `scaled_dot_product_attention`.
+
+On CUDA with fp16/bf16 and no explicit mask it dispatches to a FlashAttention-2 kernel;
+on CPU it uses PyTorch's fused CPU kernel. Grouped KV heads go through `enable_gqa`, so
+keys/values are never repeated in memory.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask_kind: str,
+                   mask: torch.Tensor | None) -> torch.Tensor:
+    """Same contract as `reference_attention`: q [B, Hq, T, D], k/v [B, L, Hkv, D] -> [B, Hq, T, D]."""
+    kt, vt = k.transpose(1, 2), v.transpose(1, 2)  # [B, Hkv, L, D]
+    if mask_kind not in ("none", "causal", "explicit"):
+        raise ValueError(f"unknown mask kind {mask_kind!r}")
+    if mask_kind == "causal" and q.shape[2] != kt.shape[2]:
+        # SDPA's is_causal is top-left aligned; only equal query/key lengths mean the same thing
+        mask_kind, mask = "explicit", torch.ones(q.shape[2], kt.shape[2], dtype=torch.bool,
+                                                 device=q.device).tril(kt.shape[2] - q.shape[2])
+    return F.scaled_dot_product_attention(
+        q, kt.to(q.dtype), vt.to(q.dtype), attn_mask=mask if mask_kind == "explicit" else None,
+        is_causal=mask_kind == "causal", enable_gqa=q.shape[1] != kt.shape[1])

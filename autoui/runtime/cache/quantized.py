@@ -1,0 +1,112 @@
+"""Quantized KV caches: int8, int4 and fp8 storage with per-token scales.
+
+Reads restore only the requested slots' first `length` tokens (never the whole pool)
+to the model's dtype for the dense attention backends; the fused Triton decode kernel
+reads the raw buffers instead (see autoui.runtime.attention.triton_decode).
+"""
+from __future__ import annotations
+
+import torch
+
+from autoui.runtime.cache import quant
+from autoui.runtime.cache.base import KVCache
+from autoui.runtime.cache.config import CacheConfig
+
+
+def _shape(c: CacheConfig, last: int | None = None) -> tuple[int, ...]:
+    base = (c.n_layers, c.max_batch, c.max_seq_len, c.n_kv_heads)
+    return base if last is None else base + (last,)
+
+
+class Int8KVCache(KVCache):
+    """Symmetric int8 per (token, head): data [L, S, T, Hkv, D] int8 + scale [L, S, T, Hkv]."""
+
+    kind = "int8"
+
+    def __init__(self, config: CacheConfig):
+        c = config
+        self.k = torch.zeros(_shape(c, c.head_dim), dtype=torch.int8, device=c.device)
+        self.v = torch.zeros_like(self.k)
+        self.k_scale = torch.zeros(_shape(c), dtype=c.scale_dtype, device=c.device)
+        self.v_scale = torch.zeros_like(self.k_scale)
+        super().__init__(config)
+
+    def _write(self, layer, slot_idx, pos_idx, k, v):
+        for data, scale, x in ((self.k, self.k_scale, k), (self.v, self.v_scale, v)):
+            q, s = quant.quantize_int8(x, self.config.scale_dtype)
+            data[layer, slot_idx, pos_idx] = q
+            scale[layer, slot_idx, pos_idx] = s
+
+    def _gather(self, layer, sel, length, dtype):
+        return tuple(quant.dequantize_int8(data[layer, sel, :length], scale[layer, sel, :length], dtype)
+                     for data, scale in ((self.k, self.k_scale), (self.v, self.v_scale)))
+
+    def _buffers(self):
+        return [self.k, self.v, self.k_scale, self.v_scale]
+
+
+class FP8KVCache(KVCache):
+    """float8 e4m3 per (token, head) with a scale: data [L, S, T, Hkv, D] + scale [L, S, T, Hkv]."""
+
+    kind = "fp8"
+
+    def __init__(self, config: CacheConfig):
+        c = config
+        self.k = torch.zeros(_shape(c, c.head_dim), dtype=torch.float8_e4m3fn, device=c.device)
+        self.v = torch.zeros_like(self.k)
+        self.k_scale = torch.zeros(_shape(c), dtype=c.scale_dtype, device=c.device)
+        self.v_scale = torch.zeros_like(self.k_scale)
+        super().__init__(config)
+
+    def _write(self, layer, slot_idx, pos_idx, k, v):
+        for data, scale, x in ((self.k, self.k_scale, k), (self.v, self.v_scale, v)):
+            q, s = quant.quantize_fp8(x, self.config.scale_dtype)
+            data[layer, slot_idx, pos_idx] = q
+            scale[layer, slot_idx, pos_idx] = s
+
+    def _gather(self, layer, sel, length, dtype):
+        return tuple(quant.dequantize_fp8(data[layer, sel, :length], scale[layer, sel, :length], dtype)
+                     for data, scale in ((self.k, self.k_scale), (self.v, self.v_scale)))
+
+    def _buffers(self):
+        return [self.k, self.v, self.k_scale, self.v_scale]
+
+
+class Int4KVCache(KVCache):
+    """Grouped asymmetric int4 (groups of `group_size` along head_dim), two values per byte.
+
+    data [L, S, T, Hkv, D/2] uint8; scale and offset [L, S, T, Hkv, D/group_size].
+    Asymmetric beat symmetric on measured reconstruction error (docs/notes/runtime.md).
+    """
+
+    kind = "int4"
+
+    def __init__(self, config: CacheConfig):
+        c = config
+        groups = c.head_dim // c.group_size
+        self.k = torch.zeros(_shape(c, c.head_dim // 2), dtype=torch.uint8, device=c.device)
+        self.v = torch.zeros_like(self.k)
+        self.k_scale = torch.zeros(_shape(c, groups), dtype=c.scale_dtype, device=c.device)
+        self.v_scale = torch.zeros_like(self.k_scale)
+        self.k_offset = torch.zeros_like(self.k_scale)
+        self.v_offset = torch.zeros_like(self.k_scale)
+        super().__init__(config)
+
+    def _parts(self):
+        return ((self.k, self.k_scale, self.k_offset), (self.v, self.v_scale, self.v_offset))
+
+    def _write(self, layer, slot_idx, pos_idx, k, v):
+        for (data, scale, offset), x in zip(self._parts(), (k, v)):
+            q, s, o = quant.quantize_int4(x, self.config.group_size, self.config.scale_dtype)
+            data[layer, slot_idx, pos_idx] = q
+            scale[layer, slot_idx, pos_idx] = s
+            offset[layer, slot_idx, pos_idx] = o
+
+    def _gather(self, layer, sel, length, dtype):
+        gs = self.config.group_size
+        return tuple(quant.dequantize_int4(data[layer, sel, :length], scale[layer, sel, :length],
+                                           offset[layer, sel, :length], gs, dtype)
+                     for data, scale, offset in self._parts())
+
+    def _buffers(self):
+        return [t for part in self._parts() for t in part]

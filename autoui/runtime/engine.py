@@ -1,0 +1,164 @@
+"""Batched generation for `AutoUIModel` over the runtime's KV caches (first version).
+
+Each request is a prompt (ids with the image placeholders) plus its screenshot. A request
+is prefilled once (the screenshot encoded once, prompts of different lengths batched with
+right padding), then decoded one token per `step` together with every other active
+request. Requests join and leave between steps; a finished request frees its cache slot
+at once. Decoding is greedy, optionally under an `ActionConstraint` (valid actions only).
+
+Not yet here: sampling, CUDA graphs / static-shape decode buckets, prefix caching.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from autoui.runtime.cache import CACHE_KINDS, CacheConfig, make_cache
+from autoui.runtime.constrained import ActionConstraint, ConstraintState
+
+log = logging.getLogger("autoui.runtime")
+
+
+class EngineError(ValueError):
+    """A request or engine setting the engine cannot serve (the message says which and why)."""
+
+
+@dataclass
+class EngineConfig:
+    """Capacity and cache choice of an `Engine`."""
+
+    max_batch: int = 8
+    max_seq_len: int = 1024
+    cache_kind: str = "plain"
+    attention: str = "auto"
+    max_new_tokens: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_seq_len", "max_new_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise EngineError(f"EngineConfig.{name} must be a positive int, got {value!r}")
+        if self.cache_kind not in CACHE_KINDS:
+            raise EngineError(f"EngineConfig.cache_kind must be one of {CACHE_KINDS}, got {self.cache_kind!r}")
+
+
+@dataclass(eq=False)
+class Request:
+    """One prompt to continue. `tokens` fills in as the engine generates (EOS included)."""
+
+    input_ids: Sequence[int]
+    pixel_values: torch.Tensor | None = None  # [3, S, S], or None for a text-only prompt
+    max_new_tokens: int | None = None
+    tokens: list[int] = field(default_factory=list)
+    done: bool = False
+    slot: int = -1
+    grammar_state: int = 0
+
+
+class Engine:
+    """Owns a KV cache sized by `EngineConfig` and runs requests through `model`."""
+
+    def __init__(self, model, config: EngineConfig | None = None, constraint: ActionConstraint | None = None):
+        self.model = model.eval()
+        self.config = config or EngineConfig()
+        c = self.config
+        self.cache = make_cache(CacheConfig.for_decoder(
+            model.config.decoder, kind=c.cache_kind, dtype=model.dtype, device=model.device,
+            max_batch=c.max_batch, max_seq_len=c.max_seq_len, attention=c.attention))
+        self.eos_id, self.pad_id = model.config.eos_token_id, model.config.pad_token_id
+        if constraint is not None and constraint.eos_id != self.eos_id:
+            raise EngineError(f"the constraint's eos id {constraint.eos_id} differs from the model's {self.eos_id}")
+        self.constraint = constraint
+        self.waiting: list[Request] = []
+        self.active: list[Request] = []
+
+    def submit(self, request: Request) -> Request:
+        """Queue a request; it is prefilled at the next `step` with a free slot."""
+        n = len(request.input_ids)
+        if request.max_new_tokens is None:
+            request.max_new_tokens = self.config.max_new_tokens
+        if n == 0:
+            raise EngineError("a request needs at least one prompt token")
+        if n + request.max_new_tokens - 1 > self.config.max_seq_len:
+            raise EngineError(f"prompt of {n} tokens + {request.max_new_tokens} new ones exceeds "
+                              f"max_seq_len={self.config.max_seq_len}")
+        if self.constraint is not None and request.max_new_tokens < self.constraint.min_new_tokens:
+            raise EngineError(f"max_new_tokens={request.max_new_tokens} cannot hold a complete action "
+                              f"(needs {self.constraint.min_new_tokens})")
+        self.waiting.append(request)
+        return request
+
+    @torch.no_grad()
+    def step(self) -> list[Request]:
+        """One decode step for the active requests, then prefill of newly admitted ones.
+
+        Every request in the step gains one token. Returns the requests that finished.
+        """
+        decoding = list(self.active)
+        admitted = self.waiting[: self.cache.free_slots]
+        self.waiting = self.waiting[len(admitted):]
+        if decoding:
+            self._decode(decoding)
+        for group in (
+                [r for r in admitted if r.pixel_values is not None], [r for r in admitted if r.pixel_values is None]):
+            if group:
+                self._prefill(group)
+        self.active = decoding + admitted
+        finished = [r for r in self.active if r.done]
+        if finished:
+            self.cache.free([r.slot for r in finished])
+            self.active = [r for r in self.active if not r.done]
+        return finished
+
+    def generate(self, requests: Sequence[Request]) -> list[list[int]]:
+        """Run `requests` to completion; their generated ids (EOS included when produced)."""
+        for r in requests:
+            self.submit(r)
+        while self.waiting or self.active:
+            self.step()
+        return [r.tokens for r in requests]
+
+    # -- internals ----------------------------------------------------------------------
+    def _prefill(self, reqs: list[Request]) -> None:
+        dev = self.model.device
+        for r, slot in zip(reqs, self.cache.allocate(len(reqs))):
+            r.slot = slot
+        lens = [len(r.input_ids) for r in reqs]
+        ids = torch.full((len(reqs), max(lens)), self.pad_id, dtype=torch.long)  # right padding
+        for b, r in enumerate(reqs):
+            ids[b, : lens[b]] = torch.as_tensor(list(r.input_ids), dtype=torch.long)
+        pixels = None
+        if reqs[0].pixel_values is not None:
+            pixels = torch.stack([r.pixel_values for r in reqs]).to(dev, self.model.dtype)  # [B, 3, S, S]
+        embeds = self.model.embed(pixels, ids.to(dev))  # [B, T, D], each screenshot encoded once
+        view = self.cache.view([r.slot for r in reqs], lens)
+        hidden = self.model.decoder(embeds, view.position_ids(), cache=view)  # [B, T, D]
+        last = hidden[torch.arange(len(reqs), device=dev), torch.tensor(lens, device=dev) - 1]  # [B, D]
+        self._choose(reqs, self.model.logits(last).float())
+
+    def _decode(self, reqs: list[Request]) -> None:
+        dev = self.model.device
+        last = torch.tensor([[r.tokens[-1]] for r in reqs], device=dev)  # [B, 1]
+        embeds = self.model.decoder.embed_tokens(last)  # [B, 1, D]
+        view = self.cache.view([r.slot for r in reqs])
+        hidden = self.model.decoder(embeds, view.position_ids(1), cache=view)  # [B, 1, D]
+        self._choose(reqs, self.model.logits(hidden[:, 0]).float())
+
+    def _choose(self, reqs: list[Request], logits: torch.Tensor) -> None:
+        """Greedy next token per request (under the constraint if any); mark finished ones."""
+        state = None
+        if self.constraint is not None:
+            state = ConstraintState(self.constraint, 0)
+            state.states = [r.grammar_state for r in reqs]
+            logits = state.mask_logits(logits, [r.max_new_tokens - len(r.tokens) for r in reqs])
+        ids = logits.argmax(-1).tolist()
+        if state is not None:
+            state.advance(ids)
+        for b, (r, t) in enumerate(zip(reqs, ids)):
+            r.tokens.append(t)
+            if state is not None:
+                r.grammar_state = state.states[b]
+            r.done = t == self.eos_id or len(r.tokens) >= r.max_new_tokens

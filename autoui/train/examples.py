@@ -1,0 +1,55 @@
+"""Samples -> model-ready training examples and batches (runs inside DataLoader workers).
+
+`ExampleBuilder` is picklable (tokenizer, model config, preprocessor) so every worker
+tokenizes and letterboxes its own samples; the main process only runs the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from autoui.data.collate import collate
+from autoui.model.preprocess import ScreenPreprocessor
+from autoui.model.prompt import PromptError, PromptLimits, build_training_example, target_ids
+
+
+@dataclass
+class ExampleBuilder:
+    """Turn a `Sample` into {"input_ids", "labels", "pixel_values" [3, S, S], "key"}."""
+
+    tokenizer: Any
+    config: Any
+    fmt: str = "compact"
+    with_plan: bool = True
+    limits: PromptLimits = field(default_factory=PromptLimits)
+
+    def __post_init__(self) -> None:
+        self.preprocess = ScreenPreprocessor.from_config(self.config)
+
+    def accepts(self, sample: Any) -> bool:
+        """False when the sample's target does not fit `limits.max_target_tokens` (cutting it would teach a broken action)."""
+        try:
+            target_ids(self.tokenizer, sample.target_text(self.fmt, with_plan=self.with_plan), self.limits)
+        except PromptError:
+            return False
+        return True
+
+    def __call__(self, sample: Any) -> dict[str, Any]:
+        input_ids, labels = build_training_example(self.tokenizer, self.config, sample, self.fmt,
+                                                   self.with_plan, self.limits)
+        pixels, _ = self.preprocess(sample.image)  # [3, S, S]
+        return {"input_ids": input_ids, "labels": labels, "pixel_values": pixels,
+                "key": (str(sample.episode_id), int(sample.step_id))}
+
+
+@dataclass(frozen=True)
+class BatchCollator:
+    """Pad a list of examples (see `autoui.data.collate.collate`) and keep their cache keys."""
+
+    pad_id: int
+    padding_side: str = "right"
+
+    def __call__(self, batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = collate(batch, pad_id=self.pad_id, padding_side=self.padding_side)
+        out["keys"] = [ex["key"] for ex in batch]
+        return out

@@ -1,0 +1,227 @@
+"""The supervised fine-tuning loop behind `train/sft.py`, on HF accelerate.
+
+One optimizer step = `grad_accum` micro-batches per process (gradients all-reduced only on
+the last one). Distribution, device placement and mixed precision come from `accelerate
+launch` (configs in `train/accelerate/`); each process streams its own share of the shards.
+Logs go to `RUN_DIR/metrics.jsonl` (main process): one `{"kind": "train", ...}` line per
+logged step, one `{"kind": "val", ...}` line per validation.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from autoui.metrics import evaluate
+from autoui.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
+from autoui.train.config import TrainConfig, TrainConfigError
+from autoui.train.features import FeatureCache, cached_vision, tower_fingerprint
+from autoui.train.predict import batched, predict_texts
+from autoui.train.schedule import make_scheduler
+from autoui.train.setup import (build_model, load_tokenizer, load_val_pairs, make_builder, make_optimizer,
+                                make_train_loader, mixed_precision)
+
+log = logging.getLogger("autoui.train")
+METRICS_FILE = "metrics.jsonl"
+FINAL_DIR = "final"
+
+
+class Trainer:
+    """Build everything from a `TrainConfig` (resuming if asked), then `train()`."""
+
+    def __init__(self, cfg: TrainConfig):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.cfg, self.run_dir = cfg, Path(cfg.out)
+        self.acc = Accelerator(mixed_precision=mixed_precision(cfg))
+        ckpt = latest_checkpoint(cfg.resume) if cfg.resume else None
+        if ckpt is None and (self.run_dir / "train_config.json").exists():
+            raise TrainConfigError(f"{self.run_dir} already holds a run: pass --resume {self.run_dir} or another --out")
+        set_seed(cfg.seed)
+        self.tokenizer = load_tokenizer(cfg, ckpt or cfg.init)
+        model = build_model(cfg, self.tokenizer, ckpt or cfg.init)
+        optimizer = make_optimizer(model, cfg)
+        self.scheduler = make_scheduler(optimizer, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+        self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        self.raw = self.acc.unwrap_model(self.model)
+        self.step = 0
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.cache = self._feature_cache()
+        builder = make_builder(cfg, self.tokenizer, self.raw.config)
+        self.loader = make_train_loader(cfg, builder, self.acc.process_index, self.acc.num_processes,
+                                        skip_batches=self.step * cfg.grad_accum)
+        self.val_pairs = load_val_pairs(cfg)
+        log.info("model %s: %.2fM params (%.2fM trainable); %d processes, precision %s",
+                 self.raw.config.preset, self.raw.num_parameters() / 1e6,
+                 sum(p.numel() for p in self.raw.parameters() if p.requires_grad) / 1e6,
+                 self.acc.num_processes, self.acc.mixed_precision)
+
+    # ---- state -------------------------------------------------------------------------
+    def _data_state(self) -> dict[str, Any]:
+        c = self.cfg
+        return {"batches": self.step * c.grad_accum, "batch_size": c.batch_size, "grad_accum": c.grad_accum,
+                "workers": c.workers, "world_size": self.acc.num_processes, "seed": c.seed,
+                "data": list(c.data), "sample": c.sample, "shuffle_buffer": c.shuffle_buffer}
+
+    def _restore(self, ckpt: Path) -> None:
+        state, rng = load_trainer_state(ckpt, self.acc.process_index)
+        now = self._data_state()
+        changed = {k: (v, now[k]) for k, v in state["data"].items() if k != "batches" and now.get(k) != v}
+        if changed:
+            log.warning("resuming with a different data setup %s (saved, now): the data order will not "
+                        "match an uninterrupted run", changed)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        set_rng_state(rng)
+        log.info("resumed %s at step %d", ckpt, self.step)
+
+    def _feature_cache(self) -> FeatureCache | None:
+        c = self.cfg
+        if not c.cache_vision_features:
+            return None
+        fp = tower_fingerprint(self.raw.vision, (self.raw.config.vision, self.raw.config.num_vision_layers_used))
+        return FeatureCache(c.feature_cache_items, c.feature_cache_dir, fingerprint=fp)
+
+    def save(self) -> Path:
+        """Checkpoint the current step (every process must call it)."""
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "data": self._data_state()}
+        return save_checkpoint(self.acc, self.run_dir, self.step, self.model, self.tokenizer, state,
+                               keep=self.cfg.keep_checkpoints)
+
+    # ---- one step ----------------------------------------------------------------------
+    def _loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        dev = self.acc.device
+        args = (batch["pixel_values"].to(dev), batch["input_ids"].to(dev), batch["attention_mask"].to(dev),
+                batch["labels"].to(dev))
+        ctx = cached_vision(self.raw, self.cache, batch["keys"]) if self.cache is not None else contextlib.nullcontext()
+        with ctx:
+            _, loss = self.model(*args, return_logits=False)
+        return loss
+
+    def _next(self, it: Any) -> dict[str, Any]:
+        try:
+            return next(it)
+        except StopIteration:
+            raise RuntimeError(f"process {self.acc.process_index}: the training stream has no samples "
+                               "(fewer episodes or shards than processes x workers, or filters drop everything)") from None
+
+    def train_step(self, it: Any) -> dict[str, float]:
+        """One optimizer step over `grad_accum` micro-batches -> global loss, tokens and samples."""
+        k = self.cfg.grad_accum
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.acc.device)
+        tokens = samples = 0
+        for i in range(k):
+            batch = self._next(it)
+            # all-reduce gradients only on the last micro-batch
+            sync = contextlib.nullcontext() if i == k - 1 else self.acc.no_sync(self.model)
+            with sync:
+                loss = self._loss(batch)
+                self.acc.backward(loss / k)
+            loss_sum += loss.detach().float()
+            tokens += int(batch["attention_mask"].sum())
+            samples += len(batch["keys"])
+        if self.cfg.max_grad_norm > 0:
+            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = torch.tensor([loss_sum.item() / k, tokens, samples], device=self.acc.device, dtype=torch.float64)
+        stats = self.acc.reduce(stats, reduction="sum")
+        n = self.acc.num_processes
+        return {"loss": float(stats[0]) / n, "tokens": float(stats[1]), "samples": float(stats[2]), "lr": lr}
+
+    # ---- validation --------------------------------------------------------------------
+    def validate(self) -> dict[str, Any] | None:
+        """Greedy-decode the validation steps (split over processes) and score them with the AITW metric."""
+        from accelerate.utils import gather_object
+
+        if not self.val_pairs:
+            return None
+        self.raw.eval()
+        mine = self.val_pairs[self.acc.process_index::self.acc.num_processes]
+        preds: dict[tuple[str, int], str] = {}
+        for chunk in batched(mine, self.cfg.val_batch_size):
+            with self.acc.autocast():
+                texts = predict_texts(self.raw, self.tokenizer, [s for _, s in chunk], self.cfg.fmt,
+                                      self.cfg.max_new_tokens or None)
+            preds.update({(st.episode_id, int(st.step_id)): t for (st, _), t in zip(chunk, texts)})
+        merged: dict[tuple[str, int], str] = {}
+        for part in gather_object([preds]):
+            merged.update(part)
+        self.raw.train()
+        result = evaluate([st for st, _ in self.val_pairs], merged)
+        self._log({"kind": "val", "step": self.step, **{f"val_{k}": v for k, v in result["overall"].items()},
+                   "val_subsets": result["subsets"]})
+        return result
+
+    # ---- driving -----------------------------------------------------------------------
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.acc.is_main_process:
+            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _start_run_dir(self) -> None:
+        if not self.acc.is_main_process:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg.save(self.run_dir)
+        path = self.run_dir / METRICS_FILE
+        if path.exists():  # resuming: drop what the interrupted run logged after its checkpoint
+            keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
+            path.write_text("".join(ln + "\n" for ln in keep))
+
+    def train(self) -> Path | None:
+        """Run to `steps` (or `stop_after` more steps); returns RUN_DIR/final, or None when stopped early."""
+        c = self.cfg
+        self._start_run_dir()
+        self.acc.wait_for_everyone()
+        end = min(c.steps, self.step + c.stop_after) if c.stop_after else c.steps
+        it = iter(self.loader)
+        bar = tqdm(total=c.steps, initial=self.step, desc="train", unit="step", disable=not self.acc.is_main_process)
+        saved_at = None
+        while self.step < end:
+            t0 = time.perf_counter()
+            out = self.train_step(it)
+            self.step += 1
+            dt = time.perf_counter() - t0
+            rec = {"kind": "train", "step": self.step, "loss": out["loss"], "lr": out["lr"],
+                   "samples_per_s": out["samples"] / dt, "tokens_per_s": out["tokens"] / dt, "step_time_s": dt}
+            if self.step % c.log_every == 0 or self.step == end:
+                self._log(rec)
+            bar.update(1)
+            bar.set_postfix(loss=f"{out['loss']:.4f}", lr=f"{out['lr']:.2e}", sps=f"{rec['samples_per_s']:.1f}")
+            if c.val_every and self.step % c.val_every == 0:
+                self.validate()
+            if c.save_every and self.step % c.save_every == 0:
+                self.save()
+                saved_at = self.step
+        bar.close()
+        if self.step < c.steps:
+            if saved_at != self.step:
+                self.save()
+            return None
+        if self.val_pairs and not (c.val_every and self.step % c.val_every == 0):
+            self.validate()
+        return self._save_final()
+
+    def _save_final(self) -> Path:
+        final = self.run_dir / FINAL_DIR
+        if self.acc.is_main_process:
+            self.raw.save_pretrained(final, tokenizer=self.tokenizer)
+            self.cfg.save(final)  # eval_aitw.py reads the action format from it
+            if self.cache is not None:
+                log.info("feature cache: %d hits, %d misses", self.cache.hits, self.cache.misses)
+        self.acc.wait_for_everyone()
+        return final

@@ -1,0 +1,197 @@
+"""The browser environment on local pages served over real HTTP, in real headless Chromium."""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from autoui.actions import Action
+from autoui.envs.base import BrowserCrashed, BrowserNotFound, EnvError, Observation
+from autoui.envs.chromium import find_chromium
+from autoui.envs.dom import list_elements
+
+try:
+    find_chromium()
+    HAVE_CHROMIUM = True
+except BrowserNotFound:
+    HAVE_CHROMIUM = False
+needs_chromium = pytest.mark.skipif(not HAVE_CHROMIUM, reason="Chromium is not installed (apt-get install chromium)")
+
+GRID = """<!doctype html><html><head>{meta}<title>grid</title></head><body style="margin:0">
+<div id="g" style="display:grid;grid-template-columns:repeat(4,25vw);grid-template-rows:repeat(4,25vh)"></div>
+<script>window.clicked = [];
+for (let i = 0; i < 16; i++) {{ const b = document.createElement('button'); b.id = 'b' + i; b.textContent = 'B' + i;
+  b.style.cssText = 'width:100%;height:100%'; b.onclick = () => window.clicked.push(i);
+  document.getElementById('g').appendChild(b); }}</script></body></html>"""
+PAGES = {
+    "grid.html": GRID.format(meta=""),
+    "grid-meta.html": GRID.format(meta='<meta name="viewport" content="width=device-width, initial-scale=1">'),
+    "form.html": '<!doctype html><html><body><input id="q" style="width:50vw;height:20vh">'
+                 '<a id="next" href="long.html" style="display:block;height:30vh">next</a></body></html>',
+    "long.html": '<!doctype html><html><body style="margin:0"><div style="height:5000px">long</div></body></html>',
+}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("site")
+    for name, html in PAGES.items():
+        (root / name).write_text(html)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def env():
+    from autoui.envs.browser import BrowserEnv
+
+    if not HAVE_CHROMIUM:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    e = BrowserEnv()
+    yield e
+    e.close()
+
+
+def test_observation_validates_its_screenshot():
+    with pytest.raises(ValueError, match="uint8"):
+        Observation(np.zeros((4, 4, 3), np.float32), "g", 4, 4)
+    with pytest.raises(ValueError, match="does not match"):
+        Observation(np.zeros((4, 5, 3), np.uint8), "g", 4, 4)
+
+
+def test_find_chromium_explicit_bad_path_is_an_error(monkeypatch):
+    with pytest.raises(BrowserNotFound, match="apt-get install"):
+        find_chromium("/nonexistent/chrome")
+    monkeypatch.setenv("AUTOUI_CHROMIUM", "/nonexistent/chrome2")
+    with pytest.raises(BrowserNotFound, match="AUTOUI_CHROMIUM"):
+        find_chromium()
+
+
+def test_config_rejects_bad_values():
+    from autoui.envs.browser import BrowserConfig
+
+    with pytest.raises(ValueError, match="viewport"):
+        BrowserConfig(viewport="tablet")
+    with pytest.raises(ValueError, match="swipe_mode"):
+        BrowserConfig(swipe_mode="fling")
+
+
+@needs_chromium
+@pytest.mark.parametrize("viewport,page", [("desktop", "grid.html"), ("phone", "grid.html"), ("phone", "grid-meta.html")])
+def test_tap_lands_on_the_intended_button(env, site, viewport, page):
+    env.use_viewport(viewport)
+    obs = env.reset(site + page)
+    scale = 2.625 if viewport == "phone" else 1.0
+    # device pixels, up to Chromium's rounding of 412 * 2.625 = 1081.5
+    assert obs.width == pytest.approx(env.config.screen.width * scale, abs=1)
+    assert obs.height == pytest.approx(env.config.screen.height * scale, abs=1)
+    targets = [0, 6, 9, 15]
+    for i in targets:
+        row, col = divmod(i, 4)
+        env.step(Action.tap((row + 0.5) / 4, (col + 0.5) / 4))
+    assert env.page.evaluate("window.clicked") == targets
+    # the element list maps boxes back into the same normalized space
+    (b6,) = list_elements(env.page, env.region(), "#b6")
+    assert b6.center == pytest.approx((1.5 / 4, 2.5 / 4), abs=0.01) and b6.text == "B6" and b6.ui_type == "TEXT"
+
+
+@needs_chromium
+def test_type_enter_back_home(env, site):
+    env.use_viewport("desktop")
+    env.reset(site + "form.html")
+    env.step(Action.tap(0.1, 0.25))  # focus the input
+    env.step(Action.type("héllo wörld"))
+    assert env.page.evaluate("document.getElementById('q').value") == "héllo wörld"
+    env.step(Action.tap(0.35, 0.1))  # the link
+    assert env.page.url.endswith("long.html")
+    env.step(Action.back())
+    assert env.page.url.endswith("form.html")
+    env.step(Action.scroll("up"))  # nothing to scroll: harmless
+    env.step(Action.tap(0.35, 0.1))
+    obs = env.step(Action.home())
+    assert obs.metadata["url"].endswith("form.html")
+    done = env.step(Action.complete())
+    assert done.done and done.success is None
+    with pytest.raises(EnvError, match="over"):
+        env.step(Action.enter())
+
+
+@needs_chromium
+@pytest.mark.parametrize("viewport", ["desktop", "phone"])
+def test_swipe_scrolls_a_long_page(env, site, viewport):
+    env.use_viewport(viewport)
+    env.reset(site + "long.html")
+    env.step(Action.scroll("up"))  # finger moves up: the content scrolls down
+    down = env.page.evaluate("scrollY")
+    assert down > 100
+    env.step(Action.scroll("down"))
+    assert env.page.evaluate("scrollY") < down
+
+
+def _main_browser_pids() -> list[int]:
+    """Chromium browser processes (not renderers) started by this test process."""
+    mine, pids = {os.getpid()}, []
+    procs = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    procs[int(d)] = (ppid, f.read().decode(errors="replace"))
+            except (OSError, ValueError):
+                continue
+    changed = True
+    while changed:
+        changed = False
+        for pid, (ppid, _) in procs.items():
+            if ppid in mine and pid not in mine:
+                mine.add(pid)
+                changed = True
+    for pid in mine:
+        if pid in procs and "--user-data-dir" in procs[pid][1] and "--type=" not in procs[pid][1]:
+            pids.append(pid)
+    return pids
+
+
+@needs_chromium
+def test_page_crash_then_restart(env, site):
+    env.use_viewport("desktop")
+    env.reset(site + "grid.html")
+    with pytest.raises(BrowserCrashed):
+        env.reset("chrome://crash")
+    with pytest.raises(BrowserCrashed):
+        env.step(Action.tap(0.5, 0.5))
+    env.restart()
+    env.reset(site + "grid.html")
+    env.step(Action.tap(0.1, 0.1))
+    assert env.page.evaluate("window.clicked") == [0]
+
+
+@needs_chromium
+def test_killed_browser_then_restart(env, site):
+    env.use_viewport("desktop")
+    env.reset(site + "grid.html")
+    pids = _main_browser_pids()
+    assert len(pids) == 1
+    os.kill(pids[0], signal.SIGKILL)
+    with pytest.raises(BrowserCrashed):
+        for _ in range(50):  # the disconnect is noticed on the next call to the browser
+            env.step(Action.tap(0.1, 0.1))
+    env.restart()
+    env.reset(site + "grid.html")
+    env.step(Action.tap(0.9, 0.9))
+    assert env.page.evaluate("window.clicked") == [15]
+    assert _main_browser_pids() != pids

@@ -1,0 +1,132 @@
+"""MiniWoB++ tasks end to end in real headless Chromium: goals, rewards, success, seeds."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from autoui.actions import Action
+from autoui.envs.base import BrowserNotFound, EnvError
+from autoui.envs.chromium import find_chromium
+
+try:
+    find_chromium()
+except BrowserNotFound:
+    pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+from autoui.envs.browser import Viewport  # noqa: E402
+from autoui.envs.miniwob import MiniWoBEnv, list_tasks, task_path  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = MiniWoBEnv("click-button")
+    yield e
+    e.close()
+
+
+def _target_button(env, goal):
+    wanted = re.search(r'"(.*)"', goal).group(1)
+    buttons = env.elements("button")
+    right = [b for b in buttons if b.text == wanted]
+    wrong = [b for b in buttons if b.text != wanted]
+    return right[0], wrong
+
+
+def test_task_names_and_unknown_task():
+    tasks = list_tasks()
+    assert "click-button" in tasks and "flight.AA" in tasks and len(tasks) > 100
+    with pytest.raises(EnvError, match="did you mean click-button"):
+        task_path("click-buton")
+    with pytest.raises(ValueError, match="data_mode"):
+        MiniWoBEnv("click-button", data_mode="dev")
+
+
+def test_click_button_success(env):
+    obs = env.reset("click-button", seed=3)
+    assert (obs.width, obs.height) == (160, 210) and obs.screenshot.shape == (210, 160, 3)
+    assert obs.goal.startswith("Click on the") and env.goal == obs.goal and env.seed == 3
+    assert not obs.done and obs.success is None
+    button, _ = _target_button(env, obs.goal)
+    assert button.ui_type == "TEXT" and 0 <= button.y < 1 and 0 <= button.x < 1
+    end = env.step(Action.tap(*button.center))
+    assert end.done and end.success is True and end.reward == 1.0
+    assert 0.9 < end.metadata["env_reward"] <= 1.0  # the page's time-decayed reward, decay practically off
+    # the final screen shows the task, not MiniWoB's "START" cover
+    assert env.evaluate("document.getElementById('sync-task-cover').style.display") == "none"
+    with pytest.raises(EnvError, match="over"):
+        env.step(Action.tap(0.5, 0.5))
+
+
+def test_wrong_button_fails(env):
+    for seed in range(10, 30):
+        obs = env.reset(seed=seed)
+        _, wrong = _target_button(env, obs.goal)
+        if wrong:
+            break
+    end = env.step(Action.tap(*wrong[0].center))
+    assert end.done and end.success is False and end.reward == -1.0
+
+
+def test_same_seed_same_episode(env):
+    a = env.reset(seed=42)
+    goals = {env.reset(seed=s).goal for s in range(43, 50)}
+    b = env.reset(seed=42)
+    assert a.goal == b.goal and np.array_equal(a.screenshot, b.screenshot)
+    assert len(goals) > 1
+
+
+def test_stop_early_back_home_and_step_limit(env):
+    obs = env.reset(seed=5)
+    ignored = env.step(Action.back())
+    assert not ignored.done and ignored.metadata["ignored"] == "back"
+    end = env.step(Action.complete())
+    assert end.done and end.success is False and end.reward == -1.0
+    env.max_steps = 2
+    try:
+        env.reset(seed=5)
+        assert not env.step(Action.tap(0.99, 0.99)).done
+        end = env.step(Action.tap(0.99, 0.99))
+        assert end.done and end.success is False and end.metadata["truncated"] is True
+    finally:
+        env.max_steps = None
+    assert obs.goal
+
+
+def test_coordinates_round_trip(env):
+    env.reset(seed=1)
+    assert env.to_css(0.5, 0.25) == (40.0, 105.0)
+    assert env.to_normalized(40.0, 105.0) == (0.5, 0.25)
+
+
+def test_typing_task_end_to_end(env):
+    obs = env.reset("enter-text", seed=8)
+    word = re.search(r'"(.*)"', obs.goal).group(1)
+    (field,) = env.elements("input[type=text]")
+    env.step(Action.tap(*field.center))
+    env.step(Action.type(word))
+    (submit,) = env.elements("#subbtn")
+    end = env.step(Action.tap(*submit.center))
+    assert end.done and end.success, end.metadata
+    env.reset("click-button", seed=1)  # leave the module's env on its own task
+
+
+def test_scale_two_gives_device_pixels_and_taps_still_land(env):
+    env.use_viewport(Viewport(500, 320, device_scale_factor=2))
+    try:
+        obs = env.reset("click-button", seed=3)
+        assert obs.screenshot.shape == (420, 320, 3)
+        button, _ = _target_button(env, obs.goal)
+        assert env.step(Action.tap(*button.center)).success
+    finally:
+        env.use_viewport(Viewport(500, 320))
+
+
+def test_annotations_cover_visible_leaves(env):
+    env.reset("click-checkboxes", seed=2)
+    leaves = env.elements(leaves_only=True)
+    assert any(e.tag == "input" and e.ui_type == "ICON_INPUT" and e.attrs["checked"] == "false" for e in leaves)
+    assert any(e.ui_type == "TEXT" and "Submit" in e.text for e in leaves)
+    assert all(0 <= e.y <= 1 and 0 <= e.x <= 1 and e.y + e.height <= 1 + 1e-6 for e in leaves)
+    env.reset("click-button", seed=1)

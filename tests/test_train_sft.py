@@ -1,0 +1,139 @@
+"""train/sft.py end to end on the tiny preset and synthetic AITW shards (CPU).
+
+The script runs once as a real subprocess; the other runs call its `main()` in-process
+(loaded from its path) to save interpreter start-up time.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoui.agent import load_agent, predict_action
+from autoui.data.synthetic import generate_dataset
+from autoui.model.tokenizer import ActionTokenizer
+from autoui.model.vlm import AutoUIModel
+from autoui.train.config import TrainConfig
+from autoui.train.loop import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+SFT = REPO / "train" / "sft.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("autoui_test_sft_script", SFT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def sft():
+    return _load_script()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny matrices: extra threads only add contention on a shared 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("sft_data")
+    generate_dataset(root / "train", episodes_per_dataset=3, seed=11, shards=2)
+    generate_dataset(root / "val", episodes_per_dataset=2, seed=12, shards=1, datasets=("general", "single"))
+    return {"train": root / "train", "val": root / "val"}
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _losses(run: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in _metrics(run) if r["kind"] == "train"]
+
+
+def test_sft_script_end_to_end_writes_a_loadable_model(data, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(SFT), "--preset", "tiny", "--data", str(data["train"]), "--out", str(run),
+           "--steps", "4", "--batch-size", "4", "--warmup", "1", "--val-data", str(data["val"]),
+           "--val-max-steps", "6", "--val-every", "2", "--save-every", "2", "--max-new-tokens", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"final model: {run / 'final'}" in proc.stdout
+    rows = _metrics(run)
+    train = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    assert all(r["loss"] > 0 and r["samples_per_s"] > 0 and r["tokens_per_s"] > 0 for r in train)
+    assert train[0]["lr"] == pytest.approx(1e-4)  # warmup of 1 step reaches the peak at once
+    val = [r for r in rows if r["kind"] == "val"]
+    assert [r["step"] for r in val] == [2, 4]
+    assert all(0.0 <= r["val_action_match"] <= 100.0 and r["val_steps"] >= 6 for r in val)
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000004"
+    # the final model loads with its tokenizer and drives one agent step
+    model, tok = load_agent(run / "final")
+    assert isinstance(model, AutoUIModel) and tok.vocab_size == ActionTokenizer.load().vocab_size
+    assert TrainConfig.load(run / "final").fmt == "compact"
+    final_state = model.state_dict()
+    ckpt = AutoUIModel.from_pretrained(run / "checkpoints" / "step-00000004").state_dict()
+    assert all(torch.equal(final_state[k], ckpt[k]) for k in final_state)
+
+
+def test_exact_resume_matches_an_uninterrupted_run(sft, data, tmp_path):
+    common = ["--preset", "tiny", "--data", str(data["train"]), "--steps", "3", "--batch-size", "2",
+              "--grad-accum", "3", "--warmup", "1", "--workers", "2", "--shuffle-buffer", "16", "--seed", "5"]
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    assert sft.main(common + ["--out", str(full)]) == 0
+    # interrupted after one step (3 micro-batches: an odd count, so the workers' turn matters)
+    assert sft.main(common + ["--out", str(parts), "--stop-after", "1"]) == 0
+    assert not (parts / "final").exists()
+    assert sft.main(["--resume", str(parts)]) == 0
+    assert _losses(parts) == _losses(full)  # bit-identical, not approximately equal
+    a = AutoUIModel.from_pretrained(full / "final").state_dict()
+    b = AutoUIModel.from_pretrained(parts / "final").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_lowers_the_loss(data, tmp_path):
+    cfg = TrainConfig(preset="tiny", data=(str(data["val"] / "single"),), out=str(tmp_path / "r"), steps=30,
+                      batch_size=8, warmup=2, lr=3e-3, shuffle_buffer=1)
+    assert Trainer(cfg).train() is not None
+    losses = [loss for _, loss in _losses(tmp_path / "r")]
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
+
+
+def test_frozen_vision_with_feature_cache(data, tmp_path):
+    cfg = TrainConfig(preset="tiny", data=(str(data["val"]),), out=str(tmp_path / "r"), steps=4, batch_size=8,
+                      warmup=1, freeze_vision=True, cache_vision_features=True,
+                      feature_cache_dir=str(tmp_path / "cache"))
+    trainer = Trainer(cfg)
+    before = {k: v.clone() for k, v in trainer.raw.state_dict().items()}
+    final = trainer.train()
+    after = AutoUIModel.from_pretrained(final).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("vision."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("projector."))
+    # 32 samples drawn from fewer screenshots: the second epoch reads the cache
+    assert trainer.cache.hits > 0 and trainer.cache.misses == len(list((tmp_path / "cache").rglob("*.pt")))
+
+
+def test_clear_errors(sft, data, tmp_path, caplog):
+    args = ["--preset", "tiny", "--data", str(data["val"]), "--out", str(tmp_path / "r"), "--steps", "1",
+            "--batch-size", "2"]
+    assert sft.main(args + ["--stop-after", "1"]) == 0
+    assert sft.main(args) == 2  # the folder holds a run: refuse to mix two runs
+    assert "already holds a run" in caplog.text
+    assert sft.main(["--resume", str(tmp_path)]) == 2
+    assert sft.main(["--preset", "tiny", "--data", str(data["val"]), "--out", str(tmp_path / "s"),
+                     "--sample", "install=0.1"]) == 2
+    assert "install" in caplog.text
