@@ -133,7 +133,9 @@ def test_clear_errors(sft, data, tmp_path, caplog):
     assert sft.main(args + ["--stop-after", "1"]) == 0
     assert sft.main(args) == 2  # the folder holds a run: refuse to mix two runs
     assert "already holds a run" in caplog.text
-    assert sft.main(["--resume", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as exc:  # not a run directory: a usage error
+        sft.main(["--resume", str(tmp_path)])
+    assert exc.value.code == 2
     assert sft.main(["--preset", "tiny", "--data", str(data["val"]), "--out", str(tmp_path / "s"),
                      "--sample", "install=0.1"]) == 2
     assert "install" in caplog.text

@@ -215,6 +215,7 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
     if not resume:
         return TrainConfig(**given)
     base = TrainConfig.load(resume).to_dict()
+    base["stop_after"] = 0  # a job limit of the interrupted job, not of the run
     base.update(given)
     base["out"] = str(resume)
     return TrainConfig.from_dict(base)

@@ -96,16 +96,21 @@ class FeatureCache:
         """Tower output [B, N, Dv] for a batch, computing (without grad) only the missing rows."""
         if len(keys) != pixel_values.shape[0]:
             raise ValueError(f"{len(keys)} cache keys for {pixel_values.shape[0]} images")
-        found = [self.get(tuple(k)) for k in keys]
-        missing = [i for i, t in enumerate(found) if t is None]
-        self.hits += len(keys) - len(missing)
-        self.misses += len(missing)
-        if missing:
+        keys = [tuple(k) for k in keys]
+        found = [self.get(k) for k in keys]
+        first: dict[Key, int] = {}  # a screenshot twice in one batch is computed once
+        for i, t in enumerate(found):
+            if t is None:
+                first.setdefault(keys[i], i)
+        self.hits += len(keys) - len(first)
+        self.misses += len(first)
+        if first:
             with torch.no_grad():
-                fresh = tower(pixel_values[missing], num_layers=num_layers)  # [M, N, Dv]
-            for i, t in zip(missing, fresh):
-                self.put(tuple(keys[i]), t)
-                found[i] = self.get(tuple(keys[i]))  # the stored copy: hits and misses read the same values
+                fresh = tower(pixel_values[list(first.values())], num_layers=num_layers)  # [M, N, Dv]
+            for key, t in zip(first, fresh):
+                self.put(key, t)
+            # the stored copies: hits and misses read exactly the same values
+            found = [t if t is not None else self.get(k) for k, t in zip(keys, found)]
         return torch.stack([t.to(pixel_values.device) for t in found])  # [B, N, Dv]
 
 
