@@ -75,11 +75,16 @@ def test_long_prompts_drop_old_history_first_then_cut_the_goal(tok):
     assert text.endswith(ANSWER_MARKER)  # the marker survives truncation
 
 
-def test_a_prompt_too_long_for_the_model_is_refused(tok, config):
-    tiny_ctx = load_preset("tiny").with_tokenizer(tok)
+def test_the_text_budget_shrinks_to_fit_the_model_context(tok, config):
+    import dataclasses
+
     limits = PromptLimits(max_text_tokens=600, max_target_tokens=96)
+    ids = build_inputs(tok, config, "word " * 590, [], "compact", limits)
+    assert len(ids) == config.decoder.max_position_embeddings - 96
+    assert tok.decode(ids[-3:]).endswith(ANSWER_MARKER)
+    small_ctx = dataclasses.replace(config, decoder=dataclasses.replace(config.decoder, max_position_embeddings=64))
     with pytest.raises(PromptError, match="max_position_embeddings"):
-        build_inputs(tok, tiny_ctx, "word " * 590, [], "compact", limits)
+        build_inputs(tok, small_ctx, "goal", [], "compact", limits)
 
 
 def test_mismatched_tokenizer_and_config_are_refused(tok, config):

@@ -113,7 +113,8 @@ def test_quantized_error_is_small_and_ordered():
 
 
 def test_bytes_per_token_from_buffers():
-    sizes = {k: make_cache(_config(k, dtype=torch.bfloat16)).bytes_per_token() for k in ("plain", "int8", "int4", "fp8")}
+    sizes = {k: make_cache(_config(k, dtype=torch.bfloat16)).bytes_per_token()
+             for k in ("plain", "int8", "int4", "fp8")}
     assert sizes["plain"] == L * 2 * HKV * D * 2
     assert sizes["int8"] == sizes["fp8"] == L * 2 * HKV * (D + 2)  # int8 values + one fp16 scale per head
     assert sizes["int4"] == L * 2 * HKV * (D // 2 + 2 * 2 * (D // 32))  # nibbles + fp16 scale and offset per group

@@ -105,7 +105,10 @@ def _sample(constraint, tok, batch, max_new, seed, greedy_targets=None):
                 nxt = target[step] if step < len(target) else constraint.eos_id
                 logits[b, nxt] += 100.0
         masked = state.mask_logits(logits, max_new - step)
-        ids = masked.argmax(-1) if greedy_targets is not None else torch.multinomial(masked.softmax(-1), 1, generator=g)[:, 0]
+        if greedy_targets is not None:
+            ids = masked.argmax(-1)
+        else:
+            ids = torch.multinomial(masked.softmax(-1), 1, generator=g)[:, 0]
         assert ids.max() < constraint.vocab_size
         state.advance(ids)
         for b, i in enumerate(ids.tolist()):

@@ -39,15 +39,31 @@ def _stats(values: list[int]) -> dict[str, float]:
             "p95": ordered[int(len(values) * 0.95)], "max": ordered[-1]}
 
 
+def synthetic_mix(n: int, seed: int) -> list[tuple]:
+    """(action, plan) pairs from `autoui.data.synthetic` episodes: a second, independent action mix."""
+    import numpy as np
+
+    from autoui.data.samples import make_samples
+    from autoui.data.synthetic import make_episode
+
+    rng, out = np.random.default_rng(seed), []
+    while len(out) < n:
+        episode = make_episode(rng, str(rng.choice(["general", "install", "web_shopping"])), f"e{len(out)}")
+        out += [(s.target, s.plan) for s in make_samples(episode)]
+    return out[:n]
+
+
 def count_tokens(tok: ActionTokenizer, n: int, seed: int) -> dict:
     """Token counts per action (target + eos) and per 8-action-history prompt, per format."""
     mix = action_mix(n, seed)
     out: dict = {}
+    synthetic = [format_action(a, "compact", plan) for a, plan in synthetic_mix(min(n, 2000), seed)]
+    out["compact+plan (synthetic episodes)"] = {"all": _stats([len(ids) + 1 for ids in tok.encode_batch(synthetic)])}
     for fmt in ("compact", "autoui"):
         for with_plan in (False, True):
             texts = [format_action(a, fmt, plan if with_plan else None) for a, plan in mix]
             lengths = [len(ids) + 1 for ids in tok.encode_batch(texts)]
-            for text, ids_len in zip(texts, lengths):
+            for text in texts:
                 assert tok.decode(tok.encode(text)) == text, f"round trip failed for {text!r}"
             by_kind: dict[str, list[int]] = {}
             for (action, _), length in zip(mix, lengths):

@@ -15,6 +15,7 @@ The decoder sees, in this order (LLaVA layout):
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -107,15 +108,21 @@ def text_ids(tokenizer: ActionTokenizer, goal: str, history: Sequence[Action], f
 
 def build_inputs(tokenizer: ActionTokenizer, config: Any, goal: str, history: Sequence[Action],
                  fmt: str = "compact", limits: PromptLimits = PromptLimits()) -> list[int]:
-    """[bos] + [image] * config.num_image_tokens + prompt text ids (see the module docstring)."""
+    """[bos] + [image] * config.num_image_tokens + prompt text ids (see the module docstring).
+
+    The text gets at most `limits.max_text_tokens`, and less when the model's context
+    (`config.decoder.max_position_embeddings`) must also hold the image tokens and a
+    `limits.max_target_tokens` answer; the usual truncation order applies.
+    """
     check_ids(tokenizer, config)
-    ids = [tokenizer.bos_id] + [tokenizer.image_token_id] * config.num_image_tokens
-    ids += text_ids(tokenizer, goal, history, fmt, limits)
-    limit = config.decoder.max_position_embeddings - limits.max_target_tokens - 1
-    if len(ids) > limit:
-        raise PromptError(f"prompt of {len(ids)} tokens leaves no room for a {limits.max_target_tokens}-token "
-                          f"answer within max_position_embeddings={config.decoder.max_position_embeddings}")
-    return ids
+    n_img = config.num_image_tokens
+    room = config.decoder.max_position_embeddings - 1 - n_img - limits.max_target_tokens
+    if room < 16:
+        raise PromptError(f"max_position_embeddings={config.decoder.max_position_embeddings} leaves {room} text "
+                          f"tokens after {n_img} image tokens and a {limits.max_target_tokens}-token answer")
+    if room < limits.max_text_tokens:
+        limits = dataclasses.replace(limits, max_text_tokens=room)
+    return [tokenizer.bos_id] + [tokenizer.image_token_id] * n_img + text_ids(tokenizer, goal, history, fmt, limits)
 
 
 def target_ids(tokenizer: ActionTokenizer, target_text: str, limits: PromptLimits = PromptLimits()) -> list[int]:

@@ -38,7 +38,8 @@ def token_pieces(tokenizer) -> list[str | None]:
     """
     tok = getattr(tokenizer, "backend", tokenizer)
     if not hasattr(tok, "decode_batch") or not hasattr(tok, "get_vocab_size"):
-        raise ConstraintError(f"need a tokenizers.Tokenizer (or an object with .backend), got {type(tokenizer).__name__}")
+        raise ConstraintError(
+            f"need a tokenizers.Tokenizer (or an object with .backend), got {type(tokenizer).__name__}")
     size = tok.get_vocab_size(with_added_tokens=True)
     special = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
     anchor = next((i for i in range(size) if i not in special and tok.decode([i], skip_special_tokens=False)), None)

@@ -65,8 +65,14 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.999))
 
 
-def _episode_ids(split_file: str | None, label: str) -> frozenset[str] | None:
-    return split_ids(split_file, label) if split_file else None
+def episode_ids(split_files: str | None, label: str) -> frozenset[str] | None:
+    """Ids of split `label` over one or more comma-separated split files (Auto-UI ships one per dataset)."""
+    if not split_files:
+        return None
+    ids: set[str] = set()
+    for path in split_files.split(","):
+        ids |= split_ids(path.strip(), label)
+    return frozenset(ids)
 
 
 def make_train_loader(cfg: TrainConfig, builder: ExampleBuilder, rank: int, world_size: int,
@@ -74,7 +80,7 @@ def make_train_loader(cfg: TrainConfig, builder: ExampleBuilder, rank: int, worl
     """An endless DataLoader of padded micro-batches for this process, resuming after `skip_batches`."""
     stream = AITWStream(
         cfg.data, transform=builder, accept=builder.accepts, seed=cfg.seed, buffer_size=cfg.shuffle_buffer,
-        sample=cfg.sample, episode_ids=_episode_ids(cfg.split_file, cfg.split), repeat=True,
+        sample=cfg.sample, episode_ids=episode_ids(cfg.split_file, cfg.split), repeat=True,
         rank=rank, world_size=world_size, history=cfg.history, plan=cfg.plan)
     stream.skip_batches(skip_batches, cfg.batch_size)
     # a private generator: creating the iterator must not draw from the global RNG that the
@@ -89,7 +95,7 @@ def load_val_pairs(cfg: TrainConfig) -> list[tuple[Any, Any]]:
     """The validation (Step, Sample) pairs: whole episodes from --val-data, about --val-max-steps of them."""
     if not cfg.val_data:
         return []
-    ids = _episode_ids(cfg.val_split_file, cfg.val_split)
+    ids = episode_ids(cfg.val_split_file, cfg.val_split)
     shards = resolve_shards(cfg.val_data)
     pairs = list(eval_pairs(shards, ids, cfg.val_max_steps, cfg.history, cfg.plan))
     if not pairs:

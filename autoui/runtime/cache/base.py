@@ -49,6 +49,12 @@ class KVCache:
     def _buffers(self) -> list[torch.Tensor]:
         raise NotImplementedError
 
+    @staticmethod
+    def _rows(buf: torch.Tensor, layer: int, sel: slice | torch.Tensor, length: int) -> torch.Tensor:
+        """buf[layer, sel, :length]: a view for a slice of slots, else index_select (faster than fancy indexing)."""
+        prefix = buf[layer, :, :length]  # [S, length, ...] view
+        return prefix[sel] if isinstance(sel, slice) else prefix.index_select(0, sel)
+
     # -- accounting ---------------------------------------------------------------------
     def bytes_per_token(self) -> float:
         """Bytes one token takes in all layers, K and V, scales included (from the real buffers)."""

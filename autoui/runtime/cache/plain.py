@@ -24,8 +24,8 @@ class PlainKVCache(KVCache):
         self.v[layer, slot_idx, pos_idx] = v.to(self.v.dtype)
 
     def _gather(self, layer, sel, length, dtype):
-        k = self.k[layer, sel, :length]  # [B, L, Hkv, D]; a view when `sel` is a slice
-        v = self.v[layer, sel, :length]
+        k = self._rows(self.k, layer, sel, length)  # [B, L, Hkv, D]; a view when `sel` is a slice
+        v = self._rows(self.v, layer, sel, length)
         return k.to(dtype), v.to(dtype)
 
     def _buffers(self):

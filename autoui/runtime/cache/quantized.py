@@ -38,7 +38,8 @@ class Int8KVCache(KVCache):
             scale[layer, slot_idx, pos_idx] = s
 
     def _gather(self, layer, sel, length, dtype):
-        return tuple(quant.dequantize_int8(data[layer, sel, :length], scale[layer, sel, :length], dtype)
+        rows = self._rows
+        return tuple(quant.dequantize_int8(rows(data, layer, sel, length), rows(scale, layer, sel, length), dtype)
                      for data, scale in ((self.k, self.k_scale), (self.v, self.v_scale)))
 
     def _buffers(self):
@@ -65,7 +66,8 @@ class FP8KVCache(KVCache):
             scale[layer, slot_idx, pos_idx] = s
 
     def _gather(self, layer, sel, length, dtype):
-        return tuple(quant.dequantize_fp8(data[layer, sel, :length], scale[layer, sel, :length], dtype)
+        rows = self._rows
+        return tuple(quant.dequantize_fp8(rows(data, layer, sel, length), rows(scale, layer, sel, length), dtype)
                      for data, scale in ((self.k, self.k_scale), (self.v, self.v_scale)))
 
     def _buffers(self):
@@ -104,9 +106,8 @@ class Int4KVCache(KVCache):
 
     def _gather(self, layer, sel, length, dtype):
         gs = self.config.group_size
-        return tuple(quant.dequantize_int4(data[layer, sel, :length], scale[layer, sel, :length],
-                                           offset[layer, sel, :length], gs, dtype)
-                     for data, scale, offset in self._parts())
+        return tuple(quant.dequantize_int4(*(self._rows(t, layer, sel, length) for t in part), gs, dtype)
+                     for part in self._parts())
 
     def _buffers(self):
         return [t for part in self._parts() for t in part]
