@@ -33,6 +33,8 @@ PAGES = {
     "grid-meta.html": GRID.format(meta='<meta name="viewport" content="width=device-width, initial-scale=1">'),
     "form.html": '<!doctype html><html><body><input id="q" style="width:50vw;height:20vh">'
                  '<a id="next" href="long.html" style="display:block;height:30vh">next</a></body></html>',
+    "range.html": '<!doctype html><html><body style="margin:0"><input id="r" type="range" min="0" max="100" '
+                  'value="0" style="width:80vw;height:40px;margin:0 10vw"><div style="height:3000px"></div></body></html>',
     "long.html": '<!doctype html><html><body style="margin:0"><div style="height:5000px">long</div></body></html>',
 }
 
@@ -138,6 +140,16 @@ def test_swipe_scrolls_a_long_page(env, site, viewport):
     assert down > 100
     env.step(Action.scroll("down"))
     assert env.page.evaluate("scrollY") < down
+
+
+@needs_chromium
+def test_swipe_over_a_slider_is_a_drag(env, site):
+    env.use_viewport("desktop")
+    env.reset(site + "range.html")  # the page scrolls too: "auto" must still pick a drag here
+    y = 20 / 800
+    env.step(Action.swipe((y, 0.1), (y, 0.5)))
+    assert 40 <= int(env.page.evaluate("document.getElementById('r').value")) <= 60
+    assert env.page.evaluate("scrollY") == 0
 
 
 def _main_browser_pids() -> list[int]:

@@ -6,6 +6,7 @@ The script runs once as a real subprocess; the other runs call its `main()` in-p
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import subprocess
@@ -139,3 +140,31 @@ def test_clear_errors(sft, data, tmp_path, caplog):
     assert sft.main(["--preset", "tiny", "--data", str(data["val"]), "--out", str(tmp_path / "s"),
                      "--sample", "install=0.1"]) == 2
     assert "install" in caplog.text
+
+
+def test_split_files_select_the_training_episodes(data, tmp_path):
+    from autoui.data.aitw import read_episodes
+    from autoui.model.config import load_preset
+    from autoui.train.setup import load_tokenizer, make_builder, make_train_loader
+
+    ids = sorted({ep.episode_id for ep in read_episodes([p for p in data["train"].rglob("*-of-*")])})
+    (tmp_path / "a.json").write_text(json.dumps({"train": ids[:3], "validation": ids[3:5]}))
+    (tmp_path / "b.json").write_text(json.dumps({"train": ids[5:7], "validation": []}))
+    cfg = TrainConfig(preset="tiny", data=(str(data["train"]),), out=str(tmp_path / "r"), batch_size=4,
+                      split_file=f"{tmp_path / 'a.json'},{tmp_path / 'b.json'}", split="train")
+    tok = load_tokenizer(cfg)
+    loader = make_train_loader(cfg, make_builder(cfg, tok, load_preset("tiny").with_tokenizer(tok)), 0, 1)
+    seen = {key[0] for batch in itertools.islice(loader, 12) for key in batch["keys"]}
+    assert seen == set(ids[:3] + ids[5:7])  # both files' train ids, nothing else (12 batches > 1 epoch)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sft_on_gpu_uses_bf16(data, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(SFT), "--preset", "tiny", "--data", str(data["train"]), "--out", str(run),
+           "--steps", "3", "--batch-size", "4", "--warmup", "1", "--val-data", str(data["val"]), "--val-max-steps", "4"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "precision bf16" in proc.stderr
+    assert AutoUIModel.from_pretrained(run / "final").dtype == torch.float32  # weights stay fp32; compute is bf16

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import sys
@@ -87,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             for setting in args.settings.split(","):
                 results.append(bench_one(data, preset, setting, args, Path(tmp)))
     report = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
-              "device": "cuda" if torch.cuda.is_available() else "cpu", "torch": torch.__version__, "results": results}
+              "device": "cuda" if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
+              # a shared machine: other jobs' load skews CPU timings, so record it with them
+              "load_average_1m_at_end": round(os.getloadavg()[0], 2), "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"{'preset':<24}{'setting':<14}{'params':>12}{'tok/sample':>11}{'samples/s':>11}{'tokens/s':>10}{'GFLOP/s':>9}")
