@@ -143,17 +143,45 @@ def test_overfit_a_handful_of_samples():
     labels = ids.clone()
     labels[:, : len(prompt)] = IGNORE_INDEX
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    start = time.perf_counter()
-    for _ in range(300):
+    start = time.process_time()  # CPU time: wall time on a shared machine measures the neighbours
+    for _ in range(200):
         _, loss = model(px, ids, labels=labels, return_logits=False)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert time.perf_counter() - start < 60
-    assert loss.item() < 0.05
+    assert time.process_time() - start < 60
+    assert loss.item() < 0.02
     logits, full_loss = model(px, ids, labels=labels)
     assert abs(full_loss.item() - loss.item()) < 0.05
     grads = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert any(g.startswith("vision.") for g in grads) and any(g.startswith("projector.") for g in grads)
     with pytest.raises(ValueError, match="no target tokens"):
         model(px, ids, labels=torch.full_like(ids, IGNORE_INDEX))
+
+
+def test_default_preset_trains_one_step():
+    torch.manual_seed(0)
+    model = AutoUIModel(load_preset("default"))
+    cfg = model.config
+    assert cfg.num_image_tokens == 196 and 3_000_000 < model.num_parameters() < 20_000_000
+    ids = torch.tensor([_prompt(cfg, list(range(10, 90)))])
+    labels = ids.clone()
+    labels[:, :-8] = IGNORE_INDEX
+    _, loss = model(torch.randn(1, 3, 224, 224), ids, labels=labels, return_logits=False)
+    loss.backward()
+    assert torch.isfinite(loss) and model.vision.embeddings.patch_embedding.weight.grad is not None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_on_cuda_agrees_with_fp32_cpu(model, tmp_path):
+    cfg = model.config
+    ids = torch.tensor([_prompt(cfg, [80, 81, 82])])
+    px = torch.randn(1, 3, 32, 32)
+    model.save_pretrained(tmp_path)
+    gpu = AutoUIModel.from_pretrained(tmp_path, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        ref, _ = model(px, ids)
+        out, _ = gpu(px.cuda(), ids.cuda())
+    assert (out.float().cpu() - ref).abs().max() < 0.1
+    assert gpu.generate_greedy(px.cuda(), ids.cuda(), max_new_tokens=4).shape[0] == 1

@@ -11,7 +11,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from autoui.actions import Action, ActionType, format_action, parse_action, parse_autoui, parse_compact
 from autoui.runtime import ActionConstraint, ConstraintError, token_pieces
 from autoui.runtime.action_grammar import action_dfa
-from autoui.runtime.grammar import Text, alt, compile_grammar, lit, rep, seq
+from autoui.runtime.dfa import compile_grammar
+from autoui.runtime.grammar import Text, alt, lit, rep, seq
 
 ACTIONS = [
     Action.tap(0.2191, 0.5017), Action.tap(1.0, 0.0), Action.swipe((0.1, 0.2), (0.9, 0.3)), Action.scroll("left"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import platform
 import random
 import statistics
@@ -80,8 +81,11 @@ def count_tokens(tok: ActionTokenizer, n: int, seed: int) -> dict:
 COLORS = {"red": (220, 40, 40), "blue": (40, 70, 220)}
 
 
-def tap_screens(n: int, seed: int, shape: tuple[int, int] = (128, 64)) -> list[tuple]:
-    """`n` (screen uint8 [H, W, 3], goal, named square (y0, x0, y1, x1) normalized, target Action)."""
+def tap_screens(n: int, seed: int, shape: tuple[int, int] = (128, 64), squares: int = 2) -> list[tuple]:
+    """`n` (screen uint8 [H, W, 3], goal, named square (y0, x0, y1, x1) normalized, target Action).
+
+    `squares=1` draws only the red one (pure localisation); 2 adds a blue distractor.
+    """
     import numpy as np
 
     from autoui.actions import Action
@@ -93,14 +97,14 @@ def tap_screens(n: int, seed: int, shape: tuple[int, int] = (128, 64)) -> list[t
         img = rng.integers(200, 256, (h, w, 3), dtype=np.uint8)  # light, noisy background
         side = int(rng.integers(w // 6, w // 4))
         boxes = {}
-        for color in COLORS:  # two non-overlapping squares
+        for color in list(COLORS)[:squares]:  # non-overlapping squares
             while True:
                 y0, x0 = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
                 if all(abs(y0 - b[0]) >= side or abs(x0 - b[1]) >= side for b in boxes.values()):
                     break
             boxes[color] = (y0, x0)
             img[y0:y0 + side, x0:x0 + side] = COLORS[color]
-        color = str(rng.choice(list(COLORS)))
+        color = str(rng.choice(list(boxes)))
         y0, x0 = boxes[color]
         box = (y0 / h, x0 / w, (y0 + side) / h, (x0 + side) / w)
         out.append((img, f"tap the {color} square", box, Action.tap((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)))
@@ -132,7 +136,8 @@ def _tap_eval(model, tok, config, pre, screens) -> dict:
     with torch.no_grad():
         new = model.generate_greedy(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], 12)
     parsed = hits = 0
-    for row, (_, _, box, _) in zip(new.tolist(), screens):
+    dists = []
+    for row, (_, _, box, target) in zip(new.tolist(), screens):
         try:
             action = decode_action(tok, row).action
         except ActionParseError:
@@ -140,10 +145,13 @@ def _tap_eval(model, tok, config, pre, screens) -> dict:
         parsed += 1
         y, x = action.touch_yx
         hits += action.is_tap and box[0] <= y <= box[2] and box[1] <= x <= box[3]
-    return {"parsed": round(parsed / len(screens), 3), "tap_in_square": round(hits / len(screens), 3)}
+        dists.append(math.dist(action.touch_yx, target.touch_yx) if action.is_gesture else math.sqrt(2))
+    return {"parsed": round(parsed / len(screens), 3), "tap_in_square": round(hits / len(screens), 3),
+            "mean_dist": round(statistics.fmean(dists), 4) if dists else None}
 
 
-def tap_accuracy(tok: ActionTokenizer, preset: str, steps: int, image_size: int = 0, batch: int = 32) -> dict:
+def tap_accuracy(tok: ActionTokenizer, preset: str, steps: int, image_size: int = 0, squares: int = 2,
+                 batch: int = 32) -> dict:
     """Train a fresh `preset` model for `steps` on the tap task; held-out tap accuracy and timings."""
     import dataclasses
 
@@ -162,7 +170,7 @@ def tap_accuracy(tok: ActionTokenizer, preset: str, steps: int, image_size: int 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.05)
     start, loss = time.perf_counter(), None
     for step in range(steps):
-        b = _tap_batch(tok, config, pre, tap_screens(batch, seed=1 + step))
+        b = _tap_batch(tok, config, pre, tap_screens(batch, seed=1 + step, squares=squares))
         _, loss = model(b["pixel_values"], b["input_ids"], b["attention_mask"], b["labels"], return_logits=False)
         opt.zero_grad()
         loss.backward()
@@ -172,8 +180,8 @@ def tap_accuracy(tok: ActionTokenizer, preset: str, steps: int, image_size: int 
             log.info("%s step %d loss %.4f", tok.coords, step, loss.item())
     train_s = time.perf_counter() - start
     model.eval()
-    result = _tap_eval(model, tok, config, pre, tap_screens(400, seed=10**6))
-    result.update(steps=steps, batch=batch, train_s=round(train_s, 1), final_loss=round(loss.item(), 4),
+    result = _tap_eval(model, tok, config, pre, tap_screens(400, seed=10**6, squares=squares))
+    result.update(steps=steps, batch=batch, squares=squares, train_s=round(train_s, 1), final_loss=round(loss.item(), 4),
                   params=model.num_parameters(), image_size=config.image_size)
     return result
 
@@ -200,6 +208,7 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny", help="model preset for --accuracy")
     parser.add_argument("--steps", type=int, default=1500, help="training steps per scheme for --accuracy")
     parser.add_argument("--image-size", type=int, default=0, help="override the preset's image_size (0: keep)")
+    parser.add_argument("--squares", type=int, choices=(1, 2), default=2, help="1: red square only; 2: plus a distractor")
     parser.add_argument("--out", default="train/results/measure_coord_tokens.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -212,7 +221,7 @@ def main() -> None:
         results["vocab"][scheme] = toks[scheme].vocab_size
         results["tokens"][scheme] = count_tokens(toks[scheme], args.n, args.seed)
     if args.accuracy:
-        results["accuracy"] = {s: tap_accuracy(t, args.preset, args.steps, args.image_size) for s, t in toks.items()}
+        results["accuracy"] = {s: tap_accuracy(t, args.preset, args.steps, args.image_size, args.squares) for s, t in toks.items()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

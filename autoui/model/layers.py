@@ -6,7 +6,6 @@ the same outputs.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -110,7 +109,3 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
 
-
-def sdpa_scale(head_dim: int) -> float:
-    """The usual 1/sqrt(d) attention scale."""
-    return 1.0 / math.sqrt(head_dim)

@@ -13,7 +13,8 @@ from functools import lru_cache
 
 from autoui.actions import ActionType
 from autoui.actions.compact import PLAN_WORDS
-from autoui.runtime.grammar import CharDFA, Node, Text, alt, compile_grammar, lit, one_of, opt, rep, seq
+from autoui.runtime.dfa import CharDFA, compile_grammar
+from autoui.runtime.grammar import Node, Text, alt, lit, one_of, opt, rep, seq
 
 FORMAT_CHOICES = ("autoui", "compact", "any")
 MAX_PLAN = 4  # the current action and up to 3 future ones, as in Auto-UI's targets

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from autoui.runtime.action_grammar import action_dfa
-from autoui.runtime.grammar import CharDFA
+from autoui.runtime.dfa import CharDFA
 
 UNREACHABLE = 1 << 30
 

@@ -7,6 +7,10 @@ layer hands it the freshly projected (RoPE-applied) q/k/v of the new tokens, and
 cache stores k/v in its own buffers (plain or quantized) and runs attention with the
 backend it chose. This keeps one model code path for training and serving while the
 runtime owns KV memory and attention kernels.
+
+The runtime's implementation is `autoui.runtime.cache.CacheView`: one per forward pass,
+made by `cache.view(slots, new_lens)`; its `position_ids(T)` are the positions the model
+must use for RoPE, and after the last layer's `attend` the sequences' lengths advance.
 """
 from __future__ import annotations
 
