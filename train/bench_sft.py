@@ -19,6 +19,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -54,7 +55,10 @@ def bench_one(data: Path, preset: str, setting: str, args: argparse.Namespace, w
     cfg = TrainConfig(preset=preset, data=(str(data),), out=str(out), steps=args.steps, batch_size=args.batch_size,
                       warmup=1, workers=args.workers, shuffle_buffer=64, **SETTINGS[setting])
     trainer = Trainer(cfg)
+    cpu0 = time.process_time()
     trainer.train()
+    # CPU seconds (all threads) per sample over every step: robust to other jobs sharing the machine
+    cpu_per_sample = (time.process_time() - cpu0) / (args.steps * args.batch_size)
     rows = [json.loads(x) for x in (out / METRICS_FILE).read_text().splitlines()]
     rows = [r for r in rows if r["kind"] == "train"][args.warmup_steps:]
     sps = statistics.median(r["samples_per_s"] for r in rows)
@@ -63,7 +67,8 @@ def bench_one(data: Path, preset: str, setting: str, args: argparse.Namespace, w
     return {"preset": preset, "setting": setting, "params": trainer.raw.num_parameters(),
             "batch_size": args.batch_size, "steps_timed": len(rows), "tokens_per_sample": round(tps / sps, 1),
             "samples_per_s": round(sps, 3), "tokens_per_s": round(tps, 1),
-            "train_flops_per_sample": flops, "achieved_gflops": round(sps * flops / 1e9, 2)}
+            "train_flops_per_sample": flops, "achieved_gflops": round(sps * flops / 1e9, 2),
+            "cpu_s_per_sample": round(cpu_per_sample, 4), "gflop_per_cpu_s": round(flops / cpu_per_sample / 1e9, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,10 +98,13 @@ def main(argv: list[str] | None = None) -> int:
               "load_average_1m_at_end": round(os.getloadavg()[0], 2), "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{'preset':<24}{'setting':<14}{'params':>12}{'tok/sample':>11}{'samples/s':>11}{'tokens/s':>10}{'GFLOP/s':>9}")
+    print(f"{'preset':<24}{'setting':<14}{'params':>12}{'tok/sample':>11}{'samples/s':>11}{'tokens/s':>10}"
+          f"{'GFLOP/s':>9}{'cpu-s/sample':>13}{'GFLOP/cpu-s':>12}")
     for r in results:
         print(f"{r['preset']:<24}{r['setting']:<14}{r['params']:>12,}{r['tokens_per_sample']:>11}"
-              f"{r['samples_per_s']:>11}{r['tokens_per_s']:>10}{r['achieved_gflops']:>9}")
+              f"{r['samples_per_s']:>11}{r['tokens_per_s']:>10}{r['achieved_gflops']:>9}"
+              f"{r['cpu_s_per_sample']:>13}{r['gflop_per_cpu_s']:>12}")
+    print(f"load average (1 min) at the end: {report['load_average_1m_at_end']} on {os.cpu_count()} cores")
     print(f"written to {args.out}")
     return 0
 

@@ -207,8 +207,12 @@ class AITWStream(IterableDataset):
             for s in self.unit_samples(unit, units, epoch):
                 produced += 1
                 yield s
+            if produced == 0 and self.repeat:
+                # ends instead of spinning; a rank with no data at all fails in the trainer, but
+                # one empty worker among several only unbalances the round-robin (and exact resume)
+                log.warning("unit %d/%d has no samples (more processes x workers than episodes after filtering?)",
+                            unit, units)
             if not self.repeat or produced == 0:
-                # an empty unit ends instead of spinning; the trainer reports a rank with no data
                 return
             epoch += 1
 
