@@ -1,5 +1,7 @@
 """One agent step: screenshot + goal + earlier actions -> the next action.
 
+Also registers the learned model as policy "model" (`autoui.policy.make_policy`).
+
 `predict_action` is the single place where a step's generation happens; `generate_ids`
 is the one call to swap when a faster runtime (KV cache, batching) replaces the
 reference `AutoUIModel.generate_greedy`. Everything around it (preprocessing, prompt,
@@ -18,6 +20,7 @@ from autoui.actions import Action, ParsedAction, format_autoui, parse_action
 from autoui.model.preprocess import Letterbox, ScreenPreprocessor
 from autoui.model.prompt import PromptLimits, build_inputs, decode_text
 from autoui.model.tokenizer import ActionTokenizer
+from autoui.policy import register_policy
 
 log = logging.getLogger("autoui.agent")
 
@@ -91,6 +94,41 @@ def predict_action(model: Any, tokenizer: ActionTokenizer, screen: Any, goal: st
     log.debug("generated %d tokens: %r", len(row), raw)
     parsed = parse_action(raw)
     return Prediction(parsed, raw, box, len(row))
+
+
+class ModelPolicy:
+    """The learned model as an `autoui.policy.Policy`: one `predict_action` per step.
+
+    An output that is not an action raises `ActionParseError` (the rollout loop records
+    the episode as failed with the raw text) rather than being replaced by a guess.
+    """
+
+    def __init__(self, model: Any, tokenizer: ActionTokenizer, fmt: str = "compact",
+                 limits: PromptLimits = PromptLimits()):
+        self.model, self.tokenizer, self.fmt, self.limits = model, tokenizer, fmt, limits
+        self.goal = ""
+        self.last: Prediction | None = None  # the latest step's prediction (raw text, letterbox)
+
+    def reset(self, goal: str) -> None:
+        """Start an episode with this goal."""
+        self.goal, self.last = goal, None
+
+    def act(self, obs: Any, history: list[Action]) -> Action:
+        """The next action for the observation's screenshot (normalized (y, x) of that screen)."""
+        self.last = predict_action(self.model, self.tokenizer, obs.screenshot, self.goal or obs.goal,
+                                   history, self.fmt, self.limits)
+        return self.last.action
+
+
+@register_policy("model")
+def _model_policy(env: Any, model_path: str | Path | None = None, model_dir: str | Path | None = None,
+                  fmt: str = "compact", device: str = "cpu") -> ModelPolicy:
+    """`make_policy("model", env, model_path=DIR)` (`model_dir` is accepted as an alias)."""
+    directory = model_path or model_dir
+    if directory is None:
+        raise ValueError("the model policy needs model_path=DIR (a directory from save_pretrained)")
+    model, tokenizer = load_agent(directory, device=device)
+    return ModelPolicy(model, tokenizer, fmt)
 
 
 def _json_or_text(line: str) -> Any:

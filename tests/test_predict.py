@@ -152,3 +152,18 @@ def test_command_line_entry_point(model_dir, screen):
         assert "action_type" in json.loads(proc.stdout)["action"]
     else:
         assert "not a valid action" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_model_is_a_registered_policy(model_dir, forced_output):
+    from autoui.envs.base import Observation
+    from autoui.policy import make_policy
+
+    calls = forced_output("tap 250 500")
+    policy = make_policy("model", None, model_path=str(model_dir))
+    policy.reset("open settings")
+    obs = Observation(screenshot=np.zeros((H, W, 3), np.uint8), goal="ignored", width=W, height=H)
+    assert policy.act(obs, [Action.back()]) == Action.tap(0.25, 0.5)
+    prompt = ActionTokenizer.load().decode(calls[0][0].tolist())
+    assert prompt.endswith("Previous Actions: back\nGoal: open settings\nAction:")
+    with pytest.raises(ValueError, match="model_path"):
+        make_policy("model", None)

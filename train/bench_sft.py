@@ -49,16 +49,37 @@ def flops_per_sample(trainer: Trainer, tokens_per_sample: float, setting: str) -
     return vision + 6 * n_proj * m.config.num_image_tokens + 6 * n_dec * tokens_per_sample
 
 
+def read_throughput(data: Path) -> dict:
+    """Steps/s and decompressed MB/s of reading + decoding the shards (what resuming and sampling re-read)."""
+    from autoui.data.aitw import iter_steps
+    from autoui.data.stream import resolve_shards
+
+    t0, n, nbytes = time.perf_counter(), 0, 0
+    for step in iter_steps(resolve_shards(data)):
+        n += 1
+        nbytes += step.image.nbytes
+    dt = time.perf_counter() - t0
+    return {"steps": n, "steps_per_s": round(n / dt, 1), "image_mb_per_s": round(nbytes / dt / 1e6, 1)}
+
+
 def bench_one(data: Path, preset: str, setting: str, args: argparse.Namespace, work: Path) -> dict:
     """Train `args.steps` steps; median throughput over the steps after `args.warmup_steps`."""
     out = work / f"{preset}-{setting}"
     cfg = TrainConfig(preset=preset, data=(str(data),), out=str(out), steps=args.steps, batch_size=args.batch_size,
                       warmup=1, workers=args.workers, shuffle_buffer=64, **SETTINGS[setting])
     trainer = Trainer(cfg)
-    cpu0 = time.process_time()
+    cpu: list[float] = []  # CPU seconds (all threads) per step: robust to other jobs sharing the machine
+    step = trainer.train_step
+
+    def timed_step(it):
+        t0 = time.process_time()
+        out = step(it)
+        cpu.append(time.process_time() - t0)
+        return out
+
+    trainer.train_step = timed_step
     trainer.train()
-    # CPU seconds (all threads) per sample over every step: robust to other jobs sharing the machine
-    cpu_per_sample = (time.process_time() - cpu0) / (args.steps * args.batch_size)
+    cpu_per_sample = statistics.median(cpu[args.warmup_steps:]) / args.batch_size
     rows = [json.loads(x) for x in (out / METRICS_FILE).read_text().splitlines()]
     rows = [r for r in rows if r["kind"] == "train"][args.warmup_steps:]
     sps = statistics.median(r["samples_per_s"] for r in rows)
@@ -89,13 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(tmp) / "data"
         # few screenshots, many steps: the cached setting reaches its steady state (all hits)
         generate_dataset(data, episodes_per_dataset=4, seed=0, shards=2)
+        reading = read_throughput(data)
         for preset in args.presets.split(","):
             for setting in args.settings.split(","):
                 results.append(bench_one(data, preset, setting, args, Path(tmp)))
     report = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
               "device": "cuda" if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
               # a shared machine: other jobs' load skews CPU timings, so record it with them
-              "load_average_1m_at_end": round(os.getloadavg()[0], 2), "results": results}
+              "load_average_1m_at_end": round(os.getloadavg()[0], 2), "read": reading, "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"{'preset':<24}{'setting':<14}{'params':>12}{'tok/sample':>11}{'samples/s':>11}{'tokens/s':>10}"
@@ -104,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['preset']:<24}{r['setting']:<14}{r['params']:>12,}{r['tokens_per_sample']:>11}"
               f"{r['samples_per_s']:>11}{r['tokens_per_s']:>10}{r['achieved_gflops']:>9}"
               f"{r['cpu_s_per_sample']:>13}{r['gflop_per_cpu_s']:>12}")
+    print(f"reading+decoding shards: {reading['steps_per_s']} steps/s, {reading['image_mb_per_s']} MB/s of pixels")
     print(f"load average (1 min) at the end: {report['load_average_1m_at_end']} on {os.cpu_count()} cores")
     print(f"written to {args.out}")
     return 0
