@@ -3,13 +3,16 @@
 Also registers the learned model as policy "model" (`autoui.policy.make_policy`).
 
 `predict_action` is the single place where a step's generation happens; `generate_ids`
-is the one call to swap when a faster runtime (KV cache, batching) replaces the
-reference `AutoUIModel.generate_greedy`. Everything around it (preprocessing, prompt,
-decoding, parsing) stays shared with training, so inference sees exactly what training did.
+runs it on the serving runtime (`autoui.runtime.engine.Engine`: KV cache, each screenshot
+encoded once, greedy, valid actions by construction unless `RuntimeOptions.constrained` is
+off). The reference `AutoUIModel.generate_greedy` stays for tests and comparisons only.
+Everything around it (preprocessing, prompt, decoding, parsing) stays shared with training,
+so inference sees exactly what training did.
 """
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -56,30 +59,105 @@ class Prediction:
 
 
 def load_agent(directory: str | Path, device: str = "cpu") -> tuple[Any, ActionTokenizer]:
-    """(model, tokenizer) from a directory written by `AutoUIModel.save_pretrained(dir, tokenizer)`."""
+    """(model, tokenizer) from a directory written by `AutoUIModel.save_pretrained(dir, tokenizer)`.
+
+    Serving precision: fp32 on CPU (bf16 matmuls are slow there), bf16 on CUDA.
+    """
     from autoui.model.vlm import AutoUIModel
 
     tokenizer = ActionTokenizer.load(directory)
-    model = AutoUIModel.from_pretrained(directory, device=device)
+    dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    model = AutoUIModel.from_pretrained(directory, device=device, dtype=dtype)
     model.eval()
     return model, tokenizer
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default-model"
+KV_CACHE_KINDS = ("plain", "int8", "int4", "fp8")
+
+
+def default_model_dir() -> Path | None:
+    """The repo's shipped model (`models/default-model/`) when it holds a model, else None."""
+    if (DEFAULT_MODEL_DIR / "config.json").is_file() and (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
+        return DEFAULT_MODEL_DIR
+    return None
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How `predict_action` generates: KV-cache kind and constrained decoding (on by default)."""
+
+    kv_cache: str = "plain"
+    constrained: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kv_cache not in KV_CACHE_KINDS:
+            raise ValueError(f"kv_cache must be one of {KV_CACHE_KINDS}, got {self.kv_cache!r}")
+
+
+# engines and constraints are built once per model / tokenizer and reused by every step
+_ENGINES: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+_CONSTRAINTS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def action_constraint(tokenizer: ActionTokenizer, fmt: str) -> Any:
+    """The (cached) `ActionConstraint` of `fmt` for this tokenizer; a plan prefix is optional."""
+    from autoui.runtime.constrained import ActionConstraint
+
+    per_tok = _CONSTRAINTS.setdefault(tokenizer, {})
+    if fmt not in per_tok:
+        per_tok[fmt] = ActionConstraint.from_tokenizer(tokenizer, fmt)
+    return per_tok[fmt]
+
+
+def _engine(model: Any, batch: int, kv_cache: str, constraint: Any) -> Any:
+    """A cached engine with room for `batch` sequences (capacity grows in powers of two)."""
+    from autoui.runtime.engine import Engine, EngineConfig
+
+    per_model = _ENGINES.setdefault(model, {})
+    key = (kv_cache, id(constraint))
+    engine = per_model.get(key)
+    if engine is None or engine.config.max_batch < batch:
+        cap = 1 << max(0, batch - 1).bit_length()
+        cfg = EngineConfig(max_batch=cap, max_seq_len=model.config.decoder.max_position_embeddings,
+                           cache_kind=kv_cache)
+        engine = per_model[key] = Engine(model, cfg, constraint=constraint)
+    return engine
+
+
 def generate_ids(model: Any, pixel_values: torch.Tensor, input_ids: torch.Tensor, max_new_tokens: int,
-                 eos_token_id: int) -> torch.Tensor:
-    """New token ids [B, n] for left-padded prompts. The runtime swap point."""
-    mask = torch.ones_like(input_ids)
-    return model.generate_greedy(pixel_values, input_ids, mask, max_new_tokens=max_new_tokens,
-                                 eos_token_id=eos_token_id)
+                 eos_token_id: int, constraint: Any = None, kv_cache: str = "plain") -> torch.Tensor:
+    """New token ids [B, n] (pad after a row's eos) for prompts [B, T] (no padding) and screens [B, 3, S, S].
+
+    The serving path: the runtime engine with a `kv_cache` cache, greedy, under
+    `constraint` (an `ActionConstraint`) when given.
+    """
+    from autoui.runtime.engine import Request
+
+    if eos_token_id != model.config.eos_token_id:
+        raise ValueError(f"eos_token_id {eos_token_id} differs from the model's {model.config.eos_token_id}")
+    engine = _engine(model, input_ids.shape[0], kv_cache, constraint)
+    reqs = [Request(row.tolist(), px, max_new_tokens=max_new_tokens) for row, px in zip(input_ids.cpu(), pixel_values)]
+    try:
+        rows = engine.generate(reqs)
+    finally:
+        engine.reset()  # an error mid-way must not leave requests or slots behind
+    n = max(len(r) for r in rows)
+    out = torch.full((len(rows), n), model.config.pad_token_id, dtype=torch.long)
+    for b, r in enumerate(rows):
+        out[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
 
 
 def predict_action(model: Any, tokenizer: ActionTokenizer, screen: Any, goal: str,
                    history: Sequence[Action] = (), fmt: str = "compact",
-                   limits: PromptLimits = PromptLimits()) -> Prediction:
+                   limits: PromptLimits = PromptLimits(), runtime: RuntimeOptions = RuntimeOptions()) -> Prediction:
     """The next action for one screen (path, PIL image or uint8 [H, W, 3] array).
 
-    Raises `autoui.actions.ActionParseError` (its `.text` holds the raw output) when the
-    model writes something that is not an action.
+    With `runtime.constrained` (the default) the output is a valid action by construction.
+    Without it, raises `autoui.actions.ActionParseError` (its `.text` holds the raw output)
+    when the model writes something that is not an action.
     """
     config = model.config
     pixels, box = ScreenPreprocessor.from_config(config)(screen)  # [3, S, S]
@@ -87,8 +165,10 @@ def predict_action(model: Any, tokenizer: ActionTokenizer, screen: Any, goal: st
     device = next(model.parameters()).device
     input_ids = torch.tensor([ids], dtype=torch.long, device=device)  # [1, T]
     pixel_values = pixels[None].to(device=device, dtype=next(model.parameters()).dtype)  # [1, 3, S, S]
+    constraint = action_constraint(tokenizer, fmt) if runtime.constrained else None
     with torch.no_grad():
-        new = generate_ids(model, pixel_values, input_ids, limits.max_target_tokens, tokenizer.eos_id)
+        new = generate_ids(model, pixel_values, input_ids, limits.max_target_tokens, tokenizer.eos_id,
+                           constraint=constraint, kv_cache=runtime.kv_cache)
     row = new[0].tolist()
     raw = decode_text(tokenizer, row)
     log.debug("generated %d tokens: %r", len(row), raw)
@@ -104,8 +184,9 @@ class ModelPolicy:
     """
 
     def __init__(self, model: Any, tokenizer: ActionTokenizer, fmt: str = "compact",
-                 limits: PromptLimits = PromptLimits()):
+                 limits: PromptLimits = PromptLimits(), runtime: RuntimeOptions = RuntimeOptions()):
         self.model, self.tokenizer, self.fmt, self.limits = model, tokenizer, fmt, limits
+        self.runtime = runtime
         self.goal = ""
         self.last: Prediction | None = None  # the latest step's prediction (raw text, letterbox)
 
@@ -116,19 +197,22 @@ class ModelPolicy:
     def act(self, obs: Any, history: list[Action]) -> Action:
         """The next action for the observation's screenshot (normalized (y, x) of that screen)."""
         self.last = predict_action(self.model, self.tokenizer, obs.screenshot, self.goal or obs.goal,
-                                   history, self.fmt, self.limits)
+                                   history, self.fmt, self.limits, self.runtime)
         return self.last.action
 
 
 @register_policy("model")
 def _model_policy(env: Any, model_path: str | Path | None = None, model_dir: str | Path | None = None,
-                  fmt: str = "compact", device: str = "cpu") -> ModelPolicy:
-    """`make_policy("model", env, model_path=DIR)` (`model_dir` is accepted as an alias)."""
-    directory = model_path or model_dir
+                  fmt: str = "compact", device: str = "cpu", kv_cache: str = "plain",
+                  constrained: bool = True) -> ModelPolicy:
+    """`make_policy("model", env, model_path=DIR)` (`model_dir` is an alias; default: `default_model_dir()`)."""
+    directory = model_path or model_dir or default_model_dir()
     if directory is None:
-        raise ValueError("the model policy needs model_path=DIR (a directory from save_pretrained)")
+        raise ValueError(f"the model policy needs model_path=DIR (a directory from save_pretrained); "
+                         f"no shipped model at {DEFAULT_MODEL_DIR}")
+    runtime = RuntimeOptions(kv_cache=kv_cache, constrained=constrained)
     model, tokenizer = load_agent(directory, device=device)
-    return ModelPolicy(model, tokenizer, fmt)
+    return ModelPolicy(model, tokenizer, fmt, runtime=runtime)
 
 
 def _json_or_text(line: str) -> Any:

@@ -48,12 +48,12 @@ def forced_output(monkeypatch):
     tok = ActionTokenizer.load()
 
     def force(text: str) -> list[torch.Tensor]:
-        def fake_generate(self, pixel_values, input_ids, attention_mask=None, max_new_tokens=32, eos_token_id=None):
-            assert pixel_values.shape == (1, 3, self.config.image_size, self.config.image_size)
+        def fake_generate(model, pixel_values, input_ids, max_new_tokens, eos_token_id, **runtime):
+            assert pixel_values.shape == (1, 3, model.config.image_size, model.config.image_size)
             calls.append(input_ids)
             return torch.tensor([tok.encode(text) + [tok.eos_id]])
 
-        monkeypatch.setattr(AutoUIModel, "generate_greedy", fake_generate)
+        monkeypatch.setattr("autoui.agent.generate_ids", fake_generate)  # the serving swap point
         return calls
 
     return force
@@ -154,7 +154,7 @@ def test_command_line_entry_point(model_dir, screen):
         assert "not a valid action" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_the_model_is_a_registered_policy(model_dir, forced_output):
+def test_the_model_is_a_registered_policy(model_dir, forced_output, monkeypatch):
     from autoui.envs.base import Observation
     from autoui.policy import make_policy
 
@@ -165,5 +165,6 @@ def test_the_model_is_a_registered_policy(model_dir, forced_output):
     assert policy.act(obs, [Action.back()]) == Action.tap(0.25, 0.5)
     prompt = ActionTokenizer.load().decode(calls[0][0].tolist())
     assert prompt.endswith("Previous Actions: back\nGoal: open settings\nAction:")
+    monkeypatch.setattr("autoui.agent.DEFAULT_MODEL_DIR", model_dir.parent / "no-model-here")
     with pytest.raises(ValueError, match="model_path"):
         make_policy("model", None)

@@ -123,3 +123,14 @@ def test_feature_cache_lru_and_fingerprint(tiny):
     assert tower_fingerprint(other.vision, "x") != fp  # other weights, other cache folder
     with pytest.raises(ValueError, match="fingerprint"):
         FeatureCache(disk_dir="/tmp/x")
+
+
+def test_parameters_no_forward_uses_are_frozen():
+    from autoui.train.setup import freeze_unused_parameters
+
+    model = AutoUIModel(load_preset("tiny").with_tokenizer(ActionTokenizer.load()))
+    # feature_layer -1 reads the last encoder layer *before* post_layernorm
+    assert freeze_unused_parameters(model) == ["vision.post_layernorm.weight", "vision.post_layernorm.bias"]
+    assert not model.vision.post_layernorm.weight.requires_grad
+    assert all(p.grad is None for p in model.parameters())
+    assert model.decoder.embed_tokens.weight.requires_grad

@@ -33,8 +33,7 @@ from autoui.train.config import TrainConfig, TrainConfigError, add_dataclass_arg
 def build_parser() -> argparse.ArgumentParser:
     """The CLI, one flag per `TrainConfig` field."""
     parser = argparse.ArgumentParser(
-        description="Supervised fine-tuning of an autoui model on AITW-schema TFRecords (HF accelerate).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description="Supervised fine-tuning of an autoui model on AITW-schema TFRecords (HF accelerate).")
     add_dataclass_arguments(parser, TrainConfig)
     return parser
 

@@ -12,6 +12,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("eval-miniwob", help="evaluate a policy online on MiniWoB++", description=__doc__)
     p.add_argument("--policy", default="expert", help="registered policy name (expert; model with --model)")
     p.add_argument("--model", default=None, help="model checkpoint for --policy model (implies it)")
+    p.add_argument("--kv-cache", default="plain", choices=["plain", "int8", "int4", "fp8"],
+                   help="KV-cache storage of the model's runtime (--policy model)")
     p.add_argument("--suite", default="default", help="suite name (envs/miniwob/<name>.json) or JSON path")
     p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task (seeds S .. S+N-1)")
@@ -36,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--episodes must be >= 1")
     policy = "model" if args.model else args.policy
     options = {"model_path": args.model} if args.model else {}
+    if policy == "model":
+        options["kv_cache"] = args.kv_cache
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     try:
         suite = load_suite(args.suite)

@@ -1,7 +1,11 @@
 """`autoui predict`: the next action for one screenshot, goal and action history.
 
-    autoui predict --model DIR --image screen.png --goal "open the settings app" \\
-        [--history history.jsonl] [--format compact|autoui] [--json]
+    autoui predict [--model DIR] --image screen.png --goal "open the settings app" \\
+        [--history history.jsonl] [--format compact|autoui] [--json] [--kv-cache plain|int8|int4|fp8]
+
+Without --model, the shipped model in models/default-model/ is used. Generation runs on
+the inference runtime (KV cache, greedy) and is constrained to valid actions unless
+--unconstrained is given.
 
 Prints the action in Auto-UI's text format (coordinates are normalized (y, x) of the
 input screenshot), or with --json a JSON object that also gives touch/lift in pixels
@@ -24,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `predict` subcommand."""
     p = subparsers.add_parser("predict", help="predict the next action for a screenshot and a goal",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, type=Path, help="model directory (config.json, model.safetensors, tokenizer.json)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="model directory (config.json, model.safetensors, tokenizer.json); default models/default-model")
     p.add_argument("--image", required=True, type=Path, help="screenshot (PNG/JPEG) of any size")
     p.add_argument("--goal", required=True, help="the task in words")
     p.add_argument("--history", type=Path, help="earlier actions: JSON list or lines of action strings or Action dicts")
@@ -34,12 +39,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=96, help="generation limit (an action is ~4-80 tokens)")
     p.add_argument("--json", action="store_true", help="print a JSON object (with pixel coordinates)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--kv-cache", choices=("plain", "int8", "int4", "fp8"), default="plain",
+                   help="KV-cache storage of the runtime (plain = model dtype)")
+    p.add_argument("--unconstrained", action="store_true",
+                   help="let the model write any text (default: valid actions by construction)")
     p.set_defaults(handler=run)
 
 
 def _inputs(args: argparse.Namespace) -> list:
-    from autoui.agent import read_history
+    from autoui.agent import DEFAULT_MODEL_DIR, default_model_dir, read_history
 
+    if args.model is None:
+        args.model = default_model_dir()
+        if args.model is None:
+            raise CLIError(f"no --model given and no shipped model in {DEFAULT_MODEL_DIR}")
     if not args.model.is_dir():
         raise CLIError(f"--model {args.model} is not a directory")
     if not args.image.is_file():
@@ -57,7 +70,7 @@ def _inputs(args: argparse.Namespace) -> list:
 def run(args: argparse.Namespace) -> int:
     """Load the model, predict one action, print it. Returns the exit code."""
     from autoui.actions import ActionParseError
-    from autoui.agent import load_agent, predict_action
+    from autoui.agent import RuntimeOptions, load_agent, predict_action
     from autoui.model.preprocess import ScreenError
     from autoui.model.prompt import PromptError, PromptLimits
     from autoui.model.tokenizer import TokenizerError
@@ -72,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:  # ConfigError, TokenizerError, missing files...
         raise CLIError(f"cannot load model from {args.model}: {exc}") from None
     try:
-        pred = predict_action(model, tokenizer, args.image, args.goal, history, args.format, limits)
+        runtime = RuntimeOptions(kv_cache=args.kv_cache, constrained=not args.unconstrained)
+        pred = predict_action(model, tokenizer, args.image, args.goal, history, args.format, limits, runtime)
     except ActionParseError as exc:
         # the message ends with the raw text (repr, cut at 200 chars)
         raise CLIError(f"model output is not a valid action: {exc}") from None

@@ -113,6 +113,11 @@ class Engine:
             self.active = [r for r in self.active if not r.done]
         return finished
 
+    def reset(self) -> None:
+        """Drop every waiting and active request and free all slots (after an error, say)."""
+        self.waiting, self.active = [], []
+        self.cache.reset()
+
     def generate(self, requests: Sequence[Request]) -> list[list[int]]:
         """Run `requests` to completion; their generated ids (EOS included when produced)."""
         for r in requests:

@@ -24,7 +24,7 @@ from autoui.train.config import TrainConfig, TrainConfigError
 from autoui.train.features import FeatureCache, cached_vision, tower_fingerprint
 from autoui.train.predict import batched, predict_texts
 from autoui.train.schedule import make_scheduler
-from autoui.train.setup import (build_model, load_tokenizer, load_val_pairs, make_builder, make_optimizer,
+from autoui.train.setup import (build_model, freeze_unused_parameters, load_tokenizer, load_val_pairs, make_builder, make_optimizer,
                                 make_train_loader, mixed_precision)
 
 log = logging.getLogger("autoui.train")
@@ -44,9 +44,11 @@ class Trainer:
         ckpt = latest_checkpoint(cfg.resume) if cfg.resume else None
         if ckpt is None and (self.run_dir / "train_config.json").exists():
             raise TrainConfigError(f"{self.run_dir} already holds a run: pass --resume {self.run_dir} or another --out")
+        self.acc.wait_for_everyone()  # every rank checks before the main one writes into RUN_DIR
         set_seed(cfg.seed)
         self.tokenizer = load_tokenizer(cfg, ckpt or cfg.init)
-        model = build_model(cfg, self.tokenizer, ckpt or cfg.init)
+        model = build_model(cfg, self.tokenizer, ckpt or cfg.init).to(self.acc.device)
+        freeze_unused_parameters(model)
         optimizer = make_optimizer(model, cfg)
         self.scheduler = make_scheduler(optimizer, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
         self.model, self.optimizer = self.acc.prepare(model, optimizer)

@@ -57,6 +57,33 @@ def build_model(cfg: TrainConfig, tokenizer: ActionTokenizer, model_dir: str | P
     return model
 
 
+def freeze_unused_parameters(model: AutoUIModel) -> list[str]:
+    """Freeze parameters that no forward pass uses (e.g. vision layers past `feature_layer`); returns their names.
+
+    DDP fails on a parameter that never receives a gradient; freezing them is exact (AdamW
+    never updates a parameter without a gradient) and cheaper than `find_unused_parameters`.
+    Found with one backward pass on a dummy one-sample batch (on the model's device: move it first).
+    """
+    cfg = model.config
+    ids = [cfg.bos_token_id if cfg.bos_token_id is not None else cfg.pad_token_id]
+    ids += [cfg.image_token_id] * cfg.num_image_tokens + [cfg.eos_token_id] * 2
+    dev = model.device
+    input_ids = torch.tensor([ids], device=dev)  # [1, T]
+    labels = input_ids.clone()
+    labels[:, :-2] = -100
+    pixels = torch.zeros(1, 3, cfg.image_size, cfg.image_size, device=dev)  # [1, 3, S, S]
+    _, loss = model(pixels, input_ids, labels=labels, return_logits=False)
+    loss.backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    for name, p in model.named_parameters():
+        p.grad = None
+        if name in unused:
+            p.requires_grad_(False)
+    if unused:
+        log.info("froze %d parameters that no forward pass uses: %s", len(unused), ", ".join(unused))
+    return unused
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; no weight decay on vectors (norm scales, biases)."""
     params = [p for p in model.parameters() if p.requires_grad]
