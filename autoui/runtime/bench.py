@@ -1,0 +1,258 @@
+"""`autoui bench runtime`: the serving runtime against HF transformers `generate()`, in one run.
+
+Same weights (the model, and its `export_hf` Llava copy), same inputs (real held-out
+demonstration steps: prompt ids + screenshots), same greedy decoding, same
+`max_new_tokens`, same torch threads. An agent step is timed from the raw screenshot:
+preprocess + prompt ids + prefill + decode of one action.
+
+Methods: `runtime` (plain cache, constrained: the serving default), `runtime-unconstrained`
+(plain cache, free text: the apples-to-apples peer of HF), `runtime-int8|int4|fp8`
+(constrained), `hf-dynamic` (DynamicCache), `hf-quanto-int4` and `hf-fp8` (HF's
+QuantizedCache; skipped with the reason in the JSON when they cannot run).
+"""
+from __future__ import annotations
+
+import ctypes
+import datetime
+import logging
+import os
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+log = logging.getLogger("autoui.runtime.bench")
+
+RUNTIME_KINDS = ("plain", "int8", "int4", "fp8")
+
+
+class BenchError(ValueError):
+    """Benchmark settings or inputs that cannot be used (the message says which)."""
+
+
+@dataclass
+class BenchConfig:
+    """What `run_bench` measures and on what."""
+
+    model: Path
+    data: Path
+    batches: tuple[int, ...] = (1, 8, 32)
+    device: str = "cpu"
+    threads: int = 0  # 0: keep torch's current setting
+    eval_steps: int = 64  # held-out steps for action match
+    latency_steps: int = 24  # batch-1 steps timed per method
+    repeats: int = 3  # timed repeats per batch size (median)
+    max_new_tokens: int = 24
+    fmt: str = "compact"
+    hf: bool = True
+    hf_quantized: bool = True
+    seed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.model, self.data = Path(self.model), Path(self.data)
+        if not self.batches or any(not isinstance(b, int) or b < 1 for b in self.batches):
+            raise BenchError(f"batches must be positive ints, got {self.batches!r}")
+        for name in ("eval_steps", "latency_steps", "repeats", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise BenchError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise BenchError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise BenchError("--device cuda asked for, but torch sees no CUDA device")
+        if not (self.model / "model.safetensors").is_file():
+            raise BenchError(f"{self.model} is not a model directory (no model.safetensors)")
+        if not self.data.exists():
+            raise BenchError(f"held-out data {self.data} does not exist")
+
+
+# -- inputs -------------------------------------------------------------------------------
+def load_heldout(data: Path, n: int, history: int = 8) -> list[Any]:
+    """Up to `n` `Sample`s, spread over the shards (round robin), so every task is represented."""
+    from autoui.data.aitw import read_episodes
+    from autoui.data.samples import make_samples
+    from autoui.data.tfrecord import expand_paths
+
+    files = list(expand_paths(data))
+    if not files:
+        raise BenchError(f"no TFRecord shards under {data}")
+    per_file = [[s for ep in read_episodes(f) for s in make_samples(ep, history=history)][:n] for f in files]
+    out: list[Any] = []
+    for i in range(n):
+        out.extend(rows[i] for rows in per_file if i < len(rows))
+    if not out:
+        raise BenchError(f"the shards under {data} hold no steps")
+    return out[:n]
+
+
+class StepInputs:
+    """Screenshot + goal + history -> (prompt ids, pixels [3, S, S]): the preprocessing of one agent step."""
+
+    def __init__(self, model: Any, tokenizer: Any, fmt: str):
+        from autoui.model.preprocess import ScreenPreprocessor
+
+        self.model, self.tokenizer, self.fmt = model, tokenizer, fmt
+        self.screen = ScreenPreprocessor.from_config(model.config)
+
+    def __call__(self, sample: Any) -> tuple[list[int], torch.Tensor]:
+        from autoui.model.prompt import build_inputs
+
+        pixels, _ = self.screen(sample.image)  # [3, S, S]
+        return build_inputs(self.tokenizer, self.model.config, sample.goal, sample.history, self.fmt), pixels
+
+
+# -- measuring ----------------------------------------------------------------------------
+def _rss() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _trim() -> None:
+    """Hand freed heap back to the OS so the next RSS baseline is honest (glibc only)."""
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_memory_mb(fn: Callable[[], Any], device: torch.device) -> float:
+    """Peak extra memory while `fn()` runs: RSS delta on CPU (sampled every 1 ms), allocator peak on CUDA."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    _trim()
+    base = peak = _rss()
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _rss())
+            time.sleep(0.001)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        fn()
+    finally:
+        stop.set()
+        t.join()
+    return (max(peak, _rss()) - base) / 2**20
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t) * 1e3
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+# -- methods ------------------------------------------------------------------------------
+Generate = Callable[[list[tuple[list[int], torch.Tensor]], int], list[list[int]]]
+
+
+def runtime_method(model: Any, kind: str, constraint: Any, max_batch: int, max_seq_len: int) -> Generate:
+    """A generate function over a fresh `Engine` with a `kind` cache (built on first use)."""
+    from autoui.runtime.engine import Engine, EngineConfig, Request
+
+    holder: dict[str, Any] = {}
+
+    def generate(prompts: list[tuple[list[int], torch.Tensor]], max_new: int) -> list[list[int]]:
+        if "engine" not in holder:
+            holder["engine"] = Engine(model, EngineConfig(max_batch=max_batch, max_seq_len=max_seq_len,
+                                                          cache_kind=kind), constraint=constraint)
+        return holder["engine"].generate([Request(ids, px, max_new_tokens=max_new) for ids, px in prompts])
+
+    generate.engine_holder = holder  # type: ignore[attr-defined]  # lets the memory probe drop the engine
+    return generate
+
+
+def build_methods(cfg: BenchConfig, model: Any, tokenizer: Any, max_seq_len: int,
+                  export_dir: Path) -> tuple[dict[str, Generate], dict[str, str]]:
+    """name -> generate function, and name -> why it is unavailable."""
+    from autoui.agent import action_constraint
+    from autoui.runtime.hf_baseline import HFRunner
+
+    constraint = action_constraint(tokenizer, cfg.fmt)
+    mb = max(cfg.batches)
+    methods: dict[str, Generate] = {"runtime": runtime_method(model, "plain", constraint, mb, max_seq_len),
+                                    "runtime-unconstrained": runtime_method(model, "plain", None, mb, max_seq_len)}
+    for kind in RUNTIME_KINDS[1:]:
+        methods[f"runtime-{kind}"] = runtime_method(model, kind, constraint, mb, max_seq_len)
+    skipped: dict[str, str] = {}
+    if cfg.hf:
+        caches = ["dynamic"] + (["quanto-int4", "fp8"] if cfg.hf_quantized else [])
+        for cache in caches:
+            try:
+                methods[f"hf-{cache}"] = HFRunner(export_dir, cache, cfg.device, model.dtype).generate
+            except Exception as exc:  # noqa: BLE001 - any load failure is reported, not fatal
+                skipped[f"hf-{cache}"] = f"{type(exc).__name__}: {exc}"
+    return methods, skipped
+
+
+def probe(methods: dict[str, Generate], skipped: dict[str, str], prompt: tuple[list[int], torch.Tensor],
+          max_new: int) -> None:
+    """Run each method once (warm-up); a method that fails is moved to `skipped` with its error."""
+    for name in list(methods):
+        try:
+            methods[name]([prompt], max_new)
+        except Exception as exc:  # noqa: BLE001 - e.g. quanto kernels missing: report, keep going
+            skipped[name] = f"{type(exc).__name__}: {exc}"[:500]
+            del methods[name]
+            log.warning("%s cannot run: %s", name, skipped[name])
+
+
+def measure_latency(gen: Generate, samples: Sequence[Any], inputs: StepInputs, max_new: int,
+                    device: torch.device) -> tuple[dict[str, float], list[list[int]]]:
+    """Batch-1 agent steps (preprocess + generate) -> ({p50, p95, mean, n} ms, outputs)."""
+    times, outs = [], []
+    for s in samples:
+        holder: list[list[int]] = []
+        times.append(_timed(lambda: holder.extend(gen([inputs(s)], max_new)), device))
+        outs.append(holder[0])
+    stats = {"p50": percentile(times, 50), "p95": percentile(times, 95), "mean": statistics.fmean(times),
+             "n": len(times)}
+    return {k: round(v, 3) for k, v in stats.items()}, outs
+
+
+def measure_throughput(gen: Generate, samples: Sequence[Any], inputs: StepInputs, batch: int, max_new: int,
+                       repeats: int, device: torch.device) -> float:
+    """Agent steps per second at `batch` (preprocess included): median of `repeats` timed batches."""
+    chosen = [samples[i % len(samples)] for i in range(batch)]
+    gen([inputs(s) for s in chosen], max_new)  # warm-up at this shape
+    times = [_timed(lambda: gen([inputs(s) for s in chosen], max_new), device) for _ in range(repeats)]
+    return round(batch / (statistics.median(times) / 1e3), 3)
+
+
+def export_for_hf(model_dir: Path, out: Path | None = None) -> Path:
+    """The model exported to a Llava checkpoint (a temporary directory unless `out` is given)."""
+    from autoui.model.hf_export import export_hf
+
+    target = out or Path(tempfile.mkdtemp(prefix="autoui-bench-hf-"))
+    return export_hf(model_dir, target)
+
+
+def today() -> str:
+    """Today's date, ISO format (the date every reported number carries)."""
+    return datetime.date.today().isoformat()
