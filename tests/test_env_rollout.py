@@ -17,7 +17,7 @@ except BrowserNotFound:
     pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
 from autoui.envs.miniwob import MiniWoBEnv  # noqa: E402
-from autoui.envs.rollout import evaluate, format_table, run_episode  # noqa: E402
+from autoui.envs.rollout import failure_reason, evaluate, format_table, run_episode  # noqa: E402
 from autoui.envs.suite import parse_suite  # noqa: E402
 
 
@@ -74,6 +74,7 @@ def test_step_limit_ends_the_loop(env):
 
     result = run_episode(env, Idle(), "click-button", 4, max_steps=2)
     assert not result.success and len(result.steps) == 2 and result.error is None
+    assert failure_reason(result) == "no verdict within max_steps"
 
 
 def test_evaluate_reports_rates_per_task():
@@ -83,7 +84,7 @@ def test_evaluate_reports_rates_per_task():
                        tasks=["click-button"], progress=False)
     assert list(results["tasks"]) == ["click-button"]
     assert results["tasks"]["click-button"] == {"episodes": 3, "success_rate": 100.0, "mean_steps": 1.0,
-                                                "errors": 0, "error_examples": []}
+                                                "max_steps_used": 1, "failures": 0, "error_examples": []}
     assert results["mean_success"] == 100.0 and results["seconds_per_step"] > 0
     assert "click-button" in format_table(results)
 

@@ -13,7 +13,6 @@ from autoui.envs.suite import (
 from autoui.experts import (
     ExpertPolicy, GoalParseError, UnknownExpertError, expert_tasks, get_expert,
 )
-from autoui.experts.evaluate import EpisodeResult, TaskResult, format_table
 
 
 def test_default_suite_is_valid_and_large_enough():
@@ -166,15 +165,3 @@ def test_policy_requires_reset_and_switches_experts():
     env.task = "click-dialog"
     policy.reset('Close the dialog box by clicking the "x".')
     assert type(policy.expert).__name__ == "ClickDialog"
-
-
-def test_task_result_summary_and_table():
-    result = TaskResult("click-test", [
-        EpisodeResult("click-test", 1, True, 1, 0.1, 1.0),
-        EpisodeResult("click-test", 2, False, 3, 0.3, -1.0, "max steps"),
-    ])
-    summary = result.summary()
-    assert summary["success_rate"] == 0.5 and summary["max_steps_used"] == 3 and summary["mean_steps"] == 2.0
-    assert summary["failures"][0]["seed"] == 2
-    table = format_table([result])
-    assert "click-test" in table and "1/2" in table and "50.0%" in table

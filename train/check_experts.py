@@ -22,10 +22,8 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tqdm import tqdm
-
+from autoui.envs.rollout import evaluate, format_table
 from autoui.envs.suite import load_suite
-from autoui.experts.evaluate import check_task, format_table
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,33 +45,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from autoui.envs.miniwob import MiniWoBEnv  # playwright is heavy: import only when running
+    from autoui.experts import ExpertPolicy
 
     suite = load_suite(args.suite)
-    entries = suite.select([t for t in args.tasks.split(",") if t])
-    seeds = range(args.seed, args.seed + args.episodes)
-    results, t0 = [], time.perf_counter()
-    with MiniWoBEnv(chromium_path=args.chromium) as env, tqdm(total=len(entries) * args.episodes, unit="ep", mininterval=1.0) as bar:
-        for entry in entries:
-            bar.set_description(entry.task)
-            results.append(check_task(env, entry.task, seeds, entry.max_steps, progress=bar))
+    tasks = [t for t in args.tasks.split(",") if t] or None
+    t0 = time.perf_counter()
+    # the same loop as `autoui eval-miniwob --policy expert`, plus a pass/fail bar per task
+    results = evaluate(lambda: MiniWoBEnv(chromium_path=args.chromium), ExpertPolicy, suite,
+                       episodes=args.episodes, seed=args.seed, tasks=tasks)
     elapsed = time.perf_counter() - t0
     print(format_table(results))
-    print(f"{len(entries) * args.episodes} episodes in {elapsed:.1f} s")
-
-    report = {
-        "suite": suite.name,
-        "episodes_per_task": args.episodes,
-        "first_seed": args.seed,
-        "date": datetime.date.today().isoformat(),
-        "device": f"{os.cpu_count()}-core CPU ({platform.machine()}), headless Chromium",
-        "seconds": round(elapsed, 1),
-        "tasks": [r.summary() for r in results],
-    }
+    print(f"{len(results['tasks']) * args.episodes} episodes in {elapsed:.1f} s")
+    results.update(date=datetime.date.today().isoformat(), seconds=round(elapsed, 1),
+                   device=f"{os.cpu_count()}-core CPU ({platform.machine()}), headless Chromium")
     out = Path(args.out or f"runs/check_experts_{suite.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
-    below = [r.task for r in results if r.rate < args.min_rate]
+    below = [t for t, r in results["tasks"].items() if r["success_rate"] < 100 * args.min_rate]
     if below:
         print(f"below {args.min_rate:.0%}: {', '.join(below)}")
     return 1 if below else 0

@@ -87,22 +87,35 @@ class TaskStats:
     successes: int = 0
     steps: int = 0
     seconds: float = 0.0
+    max_steps_used: int = 0
     errors: list[str] = field(default_factory=list)
 
     def add(self, result: EpisodeResult) -> None:
         self.episodes += 1
         self.successes += int(result.success)
         self.steps += len(result.steps)
+        self.max_steps_used = max(self.max_steps_used, len(result.steps))
         self.seconds += result.seconds_per_step * len(result.steps)
-        if result.error:
-            self.errors.append(f"seed {result.seed}: {result.error}")
+        if not result.success:
+            self.errors.append(f"seed {result.seed}: {failure_reason(result)}")
 
     def to_dict(self) -> dict[str, Any]:
         n = max(1, self.episodes)
         return {
             "episodes": self.episodes, "success_rate": 100.0 * self.successes / n,
-            "mean_steps": self.steps / n, "errors": len(self.errors), "error_examples": self.errors[:3],
+            "mean_steps": self.steps / n, "max_steps_used": self.max_steps_used,
+            "failures": len(self.errors), "error_examples": self.errors[:3],
         }
+
+
+def failure_reason(result: EpisodeResult) -> str:
+    """Why an episode failed: the policy/environment error, else the task's own verdict."""
+    if result.error:
+        return result.error
+    obs = result.final_obs
+    if obs is None or not obs.done:
+        return "no verdict within max_steps"
+    return f"reward {result.reward}: {obs.metadata.get('reason') or 'task failed'}"
 
 
 def _crashed_result(task: str, seed: int, exc: BrowserCrashed) -> EpisodeResult:
@@ -155,9 +168,10 @@ def summarize(stats: dict[str, TaskStats], **info: Any) -> dict[str, Any]:
 
 def format_table(results: dict[str, Any]) -> str:
     """A fixed-width table of an evaluation result."""
-    rows = [f"{'task':<28} {'episodes':>8} {'success %':>9} {'steps':>6} {'errors':>6}"]
+    rows = [f"{'task':<28} {'episodes':>8} {'success %':>9} {'steps':>6} {'max':>4} {'failed':>6}"]
     for name, t in results["tasks"].items():
-        rows.append(f"{name:<28} {t['episodes']:>8} {t['success_rate']:>9.1f} {t['mean_steps']:>6.2f} {t['errors']:>6}")
+        rows.append(f"{name:<28} {t['episodes']:>8} {t['success_rate']:>9.1f} {t['mean_steps']:>6.2f} "
+                    f"{t['max_steps_used']:>4} {t['failures']:>6}")
     rows.append(f"{'mean':<28} {'':>8} {results['mean_success']:>9.1f}")
     rows.append(f"seconds per step: {results['seconds_per_step'] * 1000:.1f} ms")
     return "\n".join(rows)

@@ -80,6 +80,8 @@ def load_heldout(data: Path, n: int, history: int = 8) -> list[Any]:
     from autoui.data.tfrecord import expand_paths
 
     files = list(expand_paths(data))
+    if not files and data.is_dir():  # a root holding dataset folders (e.g. data/miniwob/heldout)
+        files = list(expand_paths(sorted(d for d in data.iterdir() if d.is_dir())))
     if not files:
         raise BenchError(f"no TFRecord shards under {data}")
     per_file = [[s for ep in read_episodes(f) for s in make_samples(ep, history=history)][:n] for f in files]

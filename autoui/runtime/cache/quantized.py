@@ -6,6 +6,8 @@ reads the raw buffers instead (see autoui.runtime.attention.triton_decode).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from autoui.runtime.cache import quant
@@ -18,60 +20,53 @@ def _shape(c: CacheConfig, last: int | None = None) -> tuple[int, ...]:
     return base if last is None else base + (last,)
 
 
-class Int8KVCache(KVCache):
-    """Symmetric int8 per (token, head): data [L, S, T, Hkv, D] int8 + scale [L, S, T, Hkv]."""
+class _ScaledKVCache(KVCache):
+    """One low-precision value per element + one scale per (token, head):
+    data [L, S, T, Hkv, D] + scale [L, S, T, Hkv]. Subclasses name the storage and codec."""
+
+    storage_dtype: torch.dtype
+    quantize: Callable[[torch.Tensor, torch.dtype], tuple[torch.Tensor, torch.Tensor]]
+    dequantize: Callable[[torch.Tensor, torch.Tensor, torch.dtype], torch.Tensor]
+
+    def __init__(self, config: CacheConfig):
+        c = config
+        self.k = torch.zeros(_shape(c, c.head_dim), dtype=self.storage_dtype, device=c.device)
+        self.v = torch.zeros_like(self.k)
+        self.k_scale = torch.zeros(_shape(c), dtype=c.scale_dtype, device=c.device)
+        self.v_scale = torch.zeros_like(self.k_scale)
+        super().__init__(config)
+
+    def _write(self, layer, slot_idx, pos_idx, k, v):
+        for data, scale, x in ((self.k, self.k_scale, k), (self.v, self.v_scale, v)):
+            q, s = type(self).quantize(x, self.config.scale_dtype)
+            data[layer, slot_idx, pos_idx] = q
+            scale[layer, slot_idx, pos_idx] = s
+
+    def _gather(self, layer, sel, length, dtype):
+        rows, dequantize = self._rows, type(self).dequantize
+        return tuple(dequantize(rows(data, layer, sel, length), rows(scale, layer, sel, length), dtype)
+                     for data, scale in ((self.k, self.k_scale), (self.v, self.v_scale)))
+
+    def _buffers(self):
+        return [self.k, self.v, self.k_scale, self.v_scale]
+
+
+class Int8KVCache(_ScaledKVCache):
+    """Symmetric int8 per (token, head)."""
 
     kind = "int8"
-
-    def __init__(self, config: CacheConfig):
-        c = config
-        self.k = torch.zeros(_shape(c, c.head_dim), dtype=torch.int8, device=c.device)
-        self.v = torch.zeros_like(self.k)
-        self.k_scale = torch.zeros(_shape(c), dtype=c.scale_dtype, device=c.device)
-        self.v_scale = torch.zeros_like(self.k_scale)
-        super().__init__(config)
-
-    def _write(self, layer, slot_idx, pos_idx, k, v):
-        for data, scale, x in ((self.k, self.k_scale, k), (self.v, self.v_scale, v)):
-            q, s = quant.quantize_int8(x, self.config.scale_dtype)
-            data[layer, slot_idx, pos_idx] = q
-            scale[layer, slot_idx, pos_idx] = s
-
-    def _gather(self, layer, sel, length, dtype):
-        rows = self._rows
-        return tuple(quant.dequantize_int8(rows(data, layer, sel, length), rows(scale, layer, sel, length), dtype)
-                     for data, scale in ((self.k, self.k_scale), (self.v, self.v_scale)))
-
-    def _buffers(self):
-        return [self.k, self.v, self.k_scale, self.v_scale]
+    storage_dtype = torch.int8
+    quantize = staticmethod(quant.quantize_int8)
+    dequantize = staticmethod(quant.dequantize_int8)
 
 
-class FP8KVCache(KVCache):
-    """float8 e4m3 per (token, head) with a scale: data [L, S, T, Hkv, D] + scale [L, S, T, Hkv]."""
+class FP8KVCache(_ScaledKVCache):
+    """float8 e4m3 per (token, head) with a scale."""
 
     kind = "fp8"
-
-    def __init__(self, config: CacheConfig):
-        c = config
-        self.k = torch.zeros(_shape(c, c.head_dim), dtype=torch.float8_e4m3fn, device=c.device)
-        self.v = torch.zeros_like(self.k)
-        self.k_scale = torch.zeros(_shape(c), dtype=c.scale_dtype, device=c.device)
-        self.v_scale = torch.zeros_like(self.k_scale)
-        super().__init__(config)
-
-    def _write(self, layer, slot_idx, pos_idx, k, v):
-        for data, scale, x in ((self.k, self.k_scale, k), (self.v, self.v_scale, v)):
-            q, s = quant.quantize_fp8(x, self.config.scale_dtype)
-            data[layer, slot_idx, pos_idx] = q
-            scale[layer, slot_idx, pos_idx] = s
-
-    def _gather(self, layer, sel, length, dtype):
-        rows = self._rows
-        return tuple(quant.dequantize_fp8(rows(data, layer, sel, length), rows(scale, layer, sel, length), dtype)
-                     for data, scale in ((self.k, self.k_scale), (self.v, self.v_scale)))
-
-    def _buffers(self):
-        return [self.k, self.v, self.k_scale, self.v_scale]
+    storage_dtype = torch.float8_e4m3fn
+    quantize = staticmethod(quant.quantize_fp8)
+    dequantize = staticmethod(quant.dequantize_fp8)
 
 
 class Int4KVCache(KVCache):

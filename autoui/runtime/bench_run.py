@@ -1,0 +1,203 @@
+"""`run_bench`: every measurement of `autoui bench runtime` in one run, and its printed table.
+
+The measuring pieces (inputs, timers, memory probe, methods) are in `autoui.runtime.bench`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+from typing import Any, Sequence
+
+import torch
+
+from autoui.runtime.bench import (
+    RUNTIME_KINDS,
+    BenchConfig,
+    StepInputs,
+    build_methods,
+    export_for_hf,
+    load_heldout,
+    measure_latency,
+    measure_throughput,
+    peak_memory_mb,
+    probe,
+    today,
+)
+
+log = logging.getLogger("autoui.runtime.bench")
+
+
+def device_name(device: torch.device) -> str:
+    """Words for the machine: "2-core CPU, no GPU" or the CUDA device's name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    gpu = "GPU present but unused" if torch.cuda.is_available() else "no GPU"
+    return f"{len(os.sched_getaffinity(0))}-core CPU ({platform.machine()}), {gpu}"
+
+
+def kv_bytes_per_token(model: Any, hf_model: Any = None) -> dict[str, Any]:
+    """Bytes per token (all layers, K+V, scales) of each runtime cache, bf16, and HF's DynamicCache."""
+    from autoui.runtime.cache import CacheConfig, make_cache
+
+    def size(kind: str, dtype: torch.dtype) -> float:
+        cfg = CacheConfig.for_decoder(model.config.decoder, kind=kind, dtype=dtype, max_batch=1, max_seq_len=8)
+        return make_cache(cfg).bytes_per_token()
+
+    out: dict[str, Any] = {k: size(k, model.dtype) for k in RUNTIME_KINDS}
+    out["bf16"] = size("plain", torch.bfloat16)
+    out["plain_dtype"] = str(model.dtype).removeprefix("torch.")
+    out["vs_bf16"] = {k: round(out[k] / out["bf16"], 4) for k in RUNTIME_KINDS}
+    if hf_model is not None:
+        from autoui.runtime.hf_baseline import dynamic_cache_bytes_per_token
+
+        out["hf-dynamic"] = dynamic_cache_bytes_per_token(hf_model)
+    return out
+
+
+def score(tokenizer: Any, outputs: Sequence[Sequence[int]], samples: Sequence[Any]) -> dict[str, float]:
+    """AITW action match and parse rate (both %) of generated ids against the samples' targets."""
+    from autoui.actions import ActionParseError, parse_action
+    from autoui.metrics.matching import match_actions
+    from autoui.model.prompt import decode_text
+
+    preds = []
+    for ids in outputs:
+        try:
+            preds.append(parse_action(decode_text(tokenizer, ids)).action)
+        except ActionParseError:
+            preds.append(None)
+    hits = match_actions(preds, [s.target for s in samples], [s.ui_positions for s in samples])
+    n = len(samples)
+    return {"action_match": round(100.0 * hits.sum() / n, 2),
+            "parse_rate": round(100.0 * sum(p is not None for p in preds) / n, 2), "n": n}
+
+
+def _memory(methods: dict, prompts: list, max_new: int, device: torch.device) -> dict[str, float]:
+    """Peak extra memory of one batch at the largest size; runtime engines (and caches) are built inside."""
+    out = {}
+    for name, gen in methods.items():
+        holder = getattr(gen, "engine_holder", None)
+        if holder is not None:
+            holder.clear()  # the preallocated cache counts: build it inside the window
+        out[name] = round(peak_memory_mb(lambda: gen(prompts, max_new), device), 1)
+    return out
+
+
+def _eval_outputs(gen: Any, prompts: list, batch: int, max_new: int) -> list[list[int]]:
+    outs: list[list[int]] = []
+    for i in range(0, len(prompts), batch):
+        outs.extend(gen(prompts[i:i + batch], max_new))
+    return outs
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Measure everything (see the module docstring of `autoui.runtime.bench`); the JSON-ready result."""
+    from autoui.agent import load_agent
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    model, tok = load_agent(cfg.model, device=cfg.device)
+    samples = load_heldout(cfg.data, max(cfg.eval_steps, cfg.latency_steps))
+    inputs = StepInputs(model, tok, cfg.fmt)
+    prompts = [inputs(s) for s in samples]
+    max_seq = max(len(ids) for ids, _ in prompts) + cfg.max_new_tokens
+    export_dir = export_for_hf(cfg.model) if cfg.hf else None
+    try:
+        methods, skipped = build_methods(cfg, model, tok, max_seq, export_dir)
+        probe(methods, skipped, prompts[0], cfg.max_new_tokens)
+        res = _measure(cfg, model, tok, samples, prompts, inputs, methods, device)
+    finally:
+        if export_dir is not None:
+            shutil.rmtree(export_dir, ignore_errors=True)
+    res["unavailable"] = skipped
+    res.update(device=device_name(device), date=today(), threads=torch.get_num_threads(), model=str(cfg.model),
+               data=str(cfg.data), fmt=cfg.fmt, max_new_tokens=cfg.max_new_tokens, batches=list(cfg.batches),
+               torch=torch.__version__, notes=list(cfg.notes) + NOTES)
+    return res
+
+
+NOTES = [
+    "An agent step = preprocess the raw screenshot + prompt ids + prefill + greedy decode of one action.",
+    "HF generate() is unconstrained; `runtime` is constrained (valid actions by construction) and "
+    "`runtime-unconstrained` is its apples-to-apples peer. Both stop at EOS or max_new_tokens.",
+    "HF batches are left-padded with an attention mask; the runtime right-pads its prefill internally.",
+    "action_match: AITW matching on held-out steps (eval set); action_match_delta: points vs the plain cache.",
+    "peak_memory_mb: RSS delta on CPU (sampled every 1 ms, after malloc_trim), includes the runtime's "
+    "preallocated KV cache for max(batches) slots; weights are loaded before and not counted.",
+]
+
+
+def _measure(cfg: BenchConfig, model: Any, tok: Any, samples: list, prompts: list, inputs: StepInputs,
+             methods: dict, device: torch.device) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    lat_samples = samples[: cfg.latency_steps]
+    latency, outs_b1, steps = {}, {}, {}
+    for name, gen in tqdm(methods.items(), desc="batch-1 latency", leave=False):
+        latency[name], outs_b1[name] = measure_latency(gen, lat_samples, inputs, cfg.max_new_tokens, device)
+    for name, gen in tqdm(methods.items(), desc="throughput", leave=False):
+        steps[name] = {str(b): measure_throughput(gen, samples, inputs, b, cfg.max_new_tokens, cfg.repeats, device)
+                       for b in cfg.batches}
+    big = max(cfg.batches)
+    memory = _memory(methods, [prompts[i % len(prompts)] for i in range(big)], cfg.max_new_tokens, device)
+    eval_prompts, eval_samples = prompts[: cfg.eval_steps], samples[: cfg.eval_steps]
+    quality = {name: score(tok, _eval_outputs(gen, eval_prompts, big, cfg.max_new_tokens), eval_samples)
+               for name, gen in methods.items() if name.startswith("runtime")}
+    subset = {name: score(tok, outs, lat_samples) for name, outs in outs_b1.items()}
+    hf_model = getattr(getattr(methods.get("hf-dynamic"), "__self__", None), "model", None)
+    res: dict[str, Any] = {
+        "latency_ms_b1": latency, "steps_per_s": steps, "peak_memory_mb": memory,
+        "kv_bytes_per_token": kv_bytes_per_token(model, hf_model),
+        "action_match": {k: v["action_match"] for k, v in quality.items()},
+        "parse_rate": {k: v["parse_rate"] for k, v in quality.items()}, "eval_steps": len(eval_samples),
+        "latency_subset_scores": subset, "latency_steps": len(lat_samples),
+    }
+    plain = quality.get("runtime", {}).get("action_match")
+    res["action_match_delta"] = {k: round(quality[f"runtime-{k}"]["action_match"] - plain, 2)
+                                 for k in RUNTIME_KINDS[1:] if f"runtime-{k}" in quality and plain is not None}
+    res.update(_speedups(latency, steps, cfg.batches))
+    if "hf-dynamic" in outs_b1:
+        pairs = list(zip(outs_b1["runtime-unconstrained"], outs_b1["hf-dynamic"]))
+        same = sum(a == b for a, b in pairs)
+        res["agreement_runtime_vs_hf"] = {"steps": len(pairs), "same_tokens": same,
+                                          "fraction": round(same / max(1, len(pairs)), 4)}
+    return res
+
+
+def _speedups(latency: dict, steps: dict, batches: Sequence[int]) -> dict[str, Any]:
+    if "hf-dynamic" not in latency:
+        return {"speedup_vs_hf_b1": None, "speedup_vs_hf_b32": None, "speedup_vs_hf": {}}
+    hf_steps = steps["hf-dynamic"]
+    per = {name: {b: round(s[b] / hf_steps[b], 3) for b in s} for name, s in steps.items() if name.startswith("runtime")}
+    b1 = round(latency["hf-dynamic"]["p50"] / latency["runtime"]["p50"], 3)
+    return {"speedup_vs_hf_b1": b1, "speedup_vs_hf_b32": per["runtime"].get("32"),
+            "speedup_vs_hf_b1_unconstrained": round(latency["hf-dynamic"]["p50"]
+                                                    / latency["runtime-unconstrained"]["p50"], 3),
+            "speedup_vs_hf": per}
+
+
+def format_table(res: dict[str, Any]) -> str:
+    """The result as a fixed-width text table (one row per method) plus the headline ratios."""
+    batches = [str(b) for b in res["batches"]]
+    head = f"{'method':<24}{'p50 ms':>9}{'p95 ms':>9}" + "".join(f"{'b' + b + ' st/s':>11}" for b in batches)
+    head += f"{'peak MB':>9}{'match %':>9}"
+    lines = [f"autoui bench runtime  {res['device']}  {res['date']}  threads={res['threads']}", head]
+    for name, lat in res["latency_ms_b1"].items():
+        row = f"{name:<24}{lat['p50']:>9.1f}{lat['p95']:>9.1f}"
+        row += "".join(f"{res['steps_per_s'][name][b]:>11.1f}" for b in batches)
+        match = res["action_match"].get(name, res["latency_subset_scores"][name]["action_match"])
+        row += f"{res['peak_memory_mb'][name]:>9.1f}{match:>9.1f}"
+        lines.append(row)
+    kv = res["kv_bytes_per_token"]
+    lines.append("KV bytes/token: " + ", ".join(f"{k} {kv[k]:.0f} ({kv['vs_bf16'][k]}x bf16)" for k in RUNTIME_KINDS))
+    lines.append(f"speedup vs HF: b1 {res['speedup_vs_hf_b1']}x, b32 {res['speedup_vs_hf_b32']}x; "
+                 f"action-match delta vs plain (points): {res['action_match_delta']}")
+    if "agreement_runtime_vs_hf" in res:
+        a = res["agreement_runtime_vs_hf"]
+        lines.append(f"runtime (unconstrained) == HF tokens on {a['same_tokens']}/{a['steps']} batch-1 steps")
+    for name, why in res.get("unavailable", {}).items():
+        lines.append(f"unavailable: {name}: {why[:160]}")
+    return "\n".join(lines)
