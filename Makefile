@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install test test-all demo clean chromium
+.PHONY: install test test-all demo clean chromium default-model
 
 install: $(BIN)/.installed chromium
 
@@ -27,6 +27,16 @@ test-all: install
 
 demo: install
 	$(BIN)/python -m autoui.demo
+
+# The recipe of models/default-model/: expert demonstrations (seeds 0..319 per task, held-out 500000..),
+# one hour of CPU training, then fp16 weights into models/default-model/.
+default-model: install
+	$(BIN)/autoui collect miniwob --suite default --episodes 320 --seed 0 --out data/miniwob/train --workers 2
+	$(BIN)/autoui collect miniwob --suite default --episodes 24 --seed 500000 --out data/miniwob/heldout --workers 2
+	OMP_NUM_THREADS=2 $(BIN)/python train/sft.py --preset default --data data/miniwob/train \
+	    --val-data data/miniwob/heldout --out runs/miniwob-default --steps 3600 --batch-size 32 --lr 1e-3 \
+	    --warmup 150 --fmt compact --workers 0 --save-every 300 --val-every 900 --val-max-steps 150 --seed 0
+	$(BIN)/python train/ship_model.py runs/miniwob-default/final
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

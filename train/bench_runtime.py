@@ -7,6 +7,9 @@ of repeated runs after warm-up. Writes a JSON file and prints a table.
 
     .venv/bin/python train/bench_runtime.py                      # JSON to runs/bench/runtime.json
     .venv/bin/python train/bench_runtime.py --quick --threads 2  # fewer repeats, no 0.5B engine run
+
+These are the runtime's micro-benchmarks (phase 1). The end-to-end comparison with HF
+transformers generate() on a trained model is `autoui bench runtime` (autoui/runtime/bench.py).
 """
 from __future__ import annotations
 

@@ -247,6 +247,33 @@ def measure_throughput(gen: Generate, samples: Sequence[Any], inputs: StepInputs
     return round(batch / (statistics.median(times) / 1e3), 3)
 
 
+def measure_breakdown(model: Any, methods: dict[str, Generate], samples: Sequence[Any], inputs: StepInputs,
+                      max_new: int, device: torch.device) -> dict[str, float]:
+    """Where a batch-1 step's time goes (medians, ms): preprocess, vision encoder, and for the
+    unconstrained runtime and HF: prefill (one new token) and each further decoded token."""
+    med = statistics.median
+    out = {"preprocess": med(_timed(lambda: inputs(s), device) for s in samples)}
+    pixels = [inputs(s)[1][None].to(device, model.dtype) for s in samples]  # [1, 3, S, S] each
+    with torch.no_grad():
+        out["vision_encode"] = med(_timed(lambda: model.encode_images(px), device) for px in pixels)
+    for name in ("runtime-unconstrained", "hf-dynamic"):
+        gen = methods.get(name)
+        if gen is None:
+            continue
+        prefill, per_token = [], []
+        for s in samples:
+            prompt = inputs(s)
+            prefill.append(_timed(lambda: gen([prompt], 1), device))
+            n = len(gen([prompt], max_new)[0])
+            full = _timed(lambda: gen([prompt], max_new), device)
+            if n > 1:
+                per_token.append((full - prefill[-1]) / (n - 1))
+        out[f"{name}_prefill"] = med(prefill)
+        if per_token:
+            out[f"{name}_per_token"] = med(per_token)
+    return {k: round(v, 3) for k, v in out.items()}
+
+
 def export_for_hf(model_dir: Path, out: Path | None = None) -> Path:
     """The model exported to a Llava checkpoint (a temporary directory unless `out` is given)."""
     from autoui.model.hf_export import export_hf

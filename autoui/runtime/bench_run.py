@@ -19,6 +19,7 @@ from autoui.runtime.bench import (
     build_methods,
     export_for_hf,
     load_heldout,
+    measure_breakdown,
     measure_latency,
     measure_throughput,
     peak_memory_mb,
@@ -39,11 +40,11 @@ def device_name(device: torch.device) -> str:
 
 def kv_bytes_per_token(model: Any, hf_model: Any = None) -> dict[str, Any]:
     """Bytes per token (all layers, K+V, scales) of each runtime cache, bf16, and HF's DynamicCache."""
-    from autoui.runtime.cache import CacheConfig, make_cache
+    from autoui.runtime.cache import make_cache
+    from autoui.runtime.engine import cache_config
 
     def size(kind: str, dtype: torch.dtype) -> float:
-        cfg = CacheConfig.for_decoder(model.config.decoder, kind=kind, dtype=dtype, max_batch=1, max_seq_len=8)
-        return make_cache(cfg).bytes_per_token()
+        return make_cache(cache_config(model.config.decoder, kind, dtype)).bytes_per_token()
 
     out: dict[str, Any] = {k: size(k, model.dtype) for k in RUNTIME_KINDS}
     out["bf16"] = size("plain", torch.bfloat16)
@@ -70,7 +71,7 @@ def score(tokenizer: Any, outputs: Sequence[Sequence[int]], samples: Sequence[An
             preds.append(None)
     hits = match_actions(preds, [s.target for s in samples], [s.ui_positions for s in samples])
     n = len(samples)
-    return {"action_match": round(100.0 * hits.sum() / n, 2),
+    return {"action_match": round(100.0 * float(hits.sum()) / n, 2),
             "parse_rate": round(100.0 * sum(p is not None for p in preds) / n, 2), "n": n}
 
 
@@ -108,7 +109,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     try:
         methods, skipped = build_methods(cfg, model, tok, max_seq, export_dir)
         probe(methods, skipped, prompts[0], cfg.max_new_tokens)
-        res = _measure(cfg, model, tok, samples, prompts, inputs, methods, device)
+        res = _measure(cfg, model, tok, samples, prompts, inputs, methods, skipped, device)
     finally:
         if export_dir is not None:
             shutil.rmtree(export_dir, ignore_errors=True)
@@ -131,16 +132,23 @@ NOTES = [
 
 
 def _measure(cfg: BenchConfig, model: Any, tok: Any, samples: list, prompts: list, inputs: StepInputs,
-             methods: dict, device: torch.device) -> dict[str, Any]:
+             methods: dict, skipped: dict, device: torch.device) -> dict[str, Any]:
     from tqdm import tqdm
+
+    from autoui.runtime.hf_baseline import HFUnavailable
 
     lat_samples = samples[: cfg.latency_steps]
     latency, outs_b1, steps = {}, {}, {}
-    for name, gen in tqdm(methods.items(), desc="batch-1 latency", leave=False):
-        latency[name], outs_b1[name] = measure_latency(gen, lat_samples, inputs, cfg.max_new_tokens, device)
+    for name, gen in tqdm(list(methods.items()), desc="batch-1 latency", leave=False):
+        try:
+            latency[name], outs_b1[name] = measure_latency(gen, lat_samples, inputs, cfg.max_new_tokens, device)
+        except HFUnavailable as exc:  # e.g. a quantized HF cache failing on some prompt length
+            skipped[name] = str(exc)[:500]
+            del methods[name]
     for name, gen in tqdm(methods.items(), desc="throughput", leave=False):
         steps[name] = {str(b): measure_throughput(gen, samples, inputs, b, cfg.max_new_tokens, cfg.repeats, device)
                        for b in cfg.batches}
+    breakdown = measure_breakdown(model, methods, lat_samples[:8], inputs, cfg.max_new_tokens, device)
     big = max(cfg.batches)
     memory = _memory(methods, [prompts[i % len(prompts)] for i in range(big)], cfg.max_new_tokens, device)
     eval_prompts, eval_samples = prompts[: cfg.eval_steps], samples[: cfg.eval_steps]
@@ -149,7 +157,7 @@ def _measure(cfg: BenchConfig, model: Any, tok: Any, samples: list, prompts: lis
     subset = {name: score(tok, outs, lat_samples) for name, outs in outs_b1.items()}
     hf_model = getattr(getattr(methods.get("hf-dynamic"), "__self__", None), "model", None)
     res: dict[str, Any] = {
-        "latency_ms_b1": latency, "steps_per_s": steps, "peak_memory_mb": memory,
+        "latency_ms_b1": latency, "steps_per_s": steps, "peak_memory_mb": memory, "breakdown_ms_b1": breakdown,
         "kv_bytes_per_token": kv_bytes_per_token(model, hf_model),
         "action_match": {k: v["action_match"] for k, v in quality.items()},
         "parse_rate": {k: v["parse_rate"] for k, v in quality.items()}, "eval_steps": len(eval_samples),
@@ -191,10 +199,13 @@ def format_table(res: dict[str, Any]) -> str:
         match = res["action_match"].get(name, res["latency_subset_scores"][name]["action_match"])
         row += f"{res['peak_memory_mb'][name]:>9.1f}{match:>9.1f}"
         lines.append(row)
+    lines.append(f"match %: AITW action match on {res['eval_steps']} held-out steps (hf-*: on the "
+                 f"{res['latency_steps']} batch-1 steps only)")
     kv = res["kv_bytes_per_token"]
     lines.append("KV bytes/token: " + ", ".join(f"{k} {kv[k]:.0f} ({kv['vs_bf16'][k]}x bf16)" for k in RUNTIME_KINDS))
     lines.append(f"speedup vs HF: b1 {res['speedup_vs_hf_b1']}x, b32 {res['speedup_vs_hf_b32']}x; "
                  f"action-match delta vs plain (points): {res['action_match_delta']}")
+    lines.append("batch-1 breakdown (ms, medians): " + ", ".join(f"{k} {v}" for k, v in res["breakdown_ms_b1"].items()))
     if "agreement_runtime_vs_hf" in res:
         a = res["agreement_runtime_vs_hf"]
         lines.append(f"runtime (unconstrained) == HF tokens on {a['same_tokens']}/{a['steps']} batch-1 steps")

@@ -148,6 +148,23 @@ class ActionConstraint:
             raise ConstraintError("pass eos_id: the tokenizer does not say which id ends a sequence")
         return cls(token_pieces(tokenizer), int(eos), fmt, plan, device)
 
+    def forced(self) -> dict[int, tuple[int, int]]:
+        """{state: (token, next state)} for states where the grammar leaves exactly one token.
+
+        EOS counts (it leads to `done_state`). Such a token needs no logits: the engine appends
+        it directly ("jump-forward") and feeds runs of them to the model in one forward.
+        """
+        if not hasattr(self, "_forced"):
+            out = {}
+            for s, row in enumerate(self.next):
+                eos_ok = s in self.dfa.accepting
+                if eos_ok and not row:
+                    out[s] = (self.eos_id, self.done_state)
+                elif not eos_ok and len(row) == 1:
+                    out[s] = next(iter(row.items()))
+            self._forced = out
+        return self._forced
+
     @property
     def min_new_tokens(self) -> int:
         """Fewest generated tokens (EOS included) that can form a complete action."""

@@ -4,9 +4,12 @@ Each request is a prompt (ids with the image placeholders) plus its screenshot. 
 is prefilled once (the screenshot encoded once, prompts of different lengths batched with
 right padding), then decoded one token per `step` together with every other active
 request. Requests join and leave between steps; a finished request frees its cache slot
-at once. Decoding is greedy, optionally under an `ActionConstraint` (valid actions only).
+at once. Decoding is greedy, optionally under an `ActionConstraint` (valid actions only);
+under a constraint, tokens the grammar forces are appended without logits and fed to the
+model in one multi-token forward at the next step (a forced EOS costs no forward at all).
 
-Not yet here: sampling, CUDA graphs / static-shape decode buckets, prefix caching.
+Not here: sampling, CUDA graphs / static-shape decode buckets (no GPU was available to
+measure whether they pay), prefix caching. On CPU the decode step is plain eager.
 """
 from __future__ import annotations
 
@@ -45,6 +48,16 @@ class EngineConfig:
             raise EngineError(f"EngineConfig.cache_kind must be one of {CACHE_KINDS}, got {self.cache_kind!r}")
 
 
+def cache_config(decoder_config, kind: str, dtype, device="cpu", max_batch: int = 1, max_seq_len: int = 8,
+                 attention: str = "auto") -> CacheConfig:
+    """The engine's `CacheConfig` for a decoder: int4 groups shrink to fit small heads (head_dim < 64)."""
+    extra = {}
+    if kind == "int4":
+        extra["group_size"] = min(32, decoder_config.resolved_head_dim // 2)
+    return CacheConfig.for_decoder(decoder_config, kind=kind, dtype=dtype, device=device, max_batch=max_batch,
+                                   max_seq_len=max_seq_len, attention=attention, **extra)
+
+
 @dataclass(eq=False)
 class Request:
     """One prompt to continue. `tokens` fills in as the engine generates (EOS included)."""
@@ -53,6 +66,7 @@ class Request:
     pixel_values: torch.Tensor | None = None  # [3, S, S], or None for a text-only prompt
     max_new_tokens: int | None = None
     tokens: list[int] = field(default_factory=list)
+    fed: int = 0  # how many of `tokens` the model has seen (their K/V are cached)
     done: bool = False
     slot: int = -1
     grammar_state: int = 0
@@ -65,13 +79,13 @@ class Engine:
         self.model = model.eval()
         self.config = config or EngineConfig()
         c = self.config
-        self.cache = make_cache(CacheConfig.for_decoder(
-            model.config.decoder, kind=c.cache_kind, dtype=model.dtype, device=model.device,
-            max_batch=c.max_batch, max_seq_len=c.max_seq_len, attention=c.attention))
+        self.cache = make_cache(cache_config(model.config.decoder, c.cache_kind, model.dtype, model.device,
+                                             c.max_batch, c.max_seq_len, c.attention))
         self.eos_id, self.pad_id = model.config.eos_token_id, model.config.pad_token_id
         if constraint is not None and constraint.eos_id != self.eos_id:
             raise EngineError(f"the constraint's eos id {constraint.eos_id} differs from the model's {self.eos_id}")
         self.constraint = constraint
+        self._forced = constraint.forced() if constraint is not None else {}
         self.waiting: list[Request] = []
         self.active: list[Request] = []
 
@@ -145,12 +159,22 @@ class Engine:
         self._choose(reqs, self.model.logits(last).float())
 
     def _decode(self, reqs: list[Request]) -> None:
+        """Feed each request its unseen tokens (one, or a run of grammar-forced ones) and choose the next."""
         dev = self.model.device
-        last = torch.tensor([[r.tokens[-1]] for r in reqs], device=dev)  # [B, 1]
-        embeds = self.model.decoder.embed_tokens(last)  # [B, 1, D]
-        view = self.cache.view([r.slot for r in reqs])
-        hidden = self.model.decoder(embeds, view.position_ids(1), cache=view)  # [B, 1, D]
-        self._choose(reqs, self.model.logits(hidden[:, 0]).float())
+        lens = [len(r.tokens) - r.fed for r in reqs]
+        if max(lens) == 1:  # the usual step: one token each, no padding
+            ids = torch.tensor([[r.tokens[-1]] for r in reqs])  # [B, 1]
+        else:
+            ids = torch.full((len(reqs), max(lens)), self.pad_id, dtype=torch.long)  # [B, T] right padding
+            for b, r in enumerate(reqs):
+                ids[b, : lens[b]] = torch.tensor(r.tokens[r.fed:])
+        for r in reqs:
+            r.fed = len(r.tokens)
+        embeds = self.model.decoder.embed_tokens(ids.to(dev))  # [B, T, D]
+        view = self.cache.view([r.slot for r in reqs], lens)
+        hidden = self.model.decoder(embeds, view.position_ids(), cache=view)  # [B, T, D]
+        last = hidden[:, 0] if max(lens) == 1 else hidden[torch.arange(len(reqs)), torch.tensor(lens) - 1]  # [B, D]
+        self._choose(reqs, self.model.logits(last).float())
 
     def _choose(self, reqs: list[Request], logits: torch.Tensor) -> None:
         """Greedy next token per request (under the constraint if any); mark finished ones."""
@@ -166,4 +190,18 @@ class Engine:
             r.tokens.append(t)
             if state is not None:
                 r.grammar_state = state.states[b]
+            r.done = t == self.eos_id or len(r.tokens) >= r.max_new_tokens
+            if self.constraint is not None:
+                self._jump_forward(r)
+
+    def _jump_forward(self, r: Request) -> None:
+        """Append the tokens the grammar forces (no logits needed; the same tokens greedy would pick).
+
+        A forced EOS ends the request without another forward; other forced tokens are fed
+        to the model together at the next decode step.
+        """
+        forced = self._forced
+        while not r.done and r.grammar_state in forced:
+            t, r.grammar_state = forced[r.grammar_state]
+            r.tokens.append(t)
             r.done = t == self.eos_id or len(r.tokens) >= r.max_new_tokens

@@ -40,6 +40,14 @@ class HFRunner:
         self.cache, self.device = cache, torch.device(device)
         self.model = LlavaForConditionalGeneration.from_pretrained(str(export_dir), dtype=dtype).to(device).eval()
         cfg = self.model.config
+        self.kwargs = dict(HF_CACHES[cache])
+        if cache.startswith("quanto"):
+            # quanto groups the flattened [heads * tokens * head_dim] of a batch row (axis 0): a group
+            # size dividing head_dim divides it for every prompt length (the default 64 often does not)
+            text = cfg.get_text_config(decoder=True)
+            head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+            group = 32 if head_dim % 32 == 0 else head_dim
+            self.kwargs["cache_config"] = {**self.kwargs["cache_config"], "q_group_size": group}
         self.pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.text_config.pad_token_id
         self.eos_id = cfg.text_config.eos_token_id
 
@@ -57,7 +65,7 @@ class HFRunner:
             out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                       pixel_values=pixels, max_new_tokens=max_new_tokens, min_new_tokens=0,
                                       do_sample=False, num_beams=1, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
-                                      **HF_CACHES[self.cache])
+                                      **self.kwargs)
         except (ImportError, ValueError, RuntimeError) as exc:
             raise HFUnavailable(f"HF generate with the {self.cache} cache failed: {type(exc).__name__}: {exc}") from exc
         return [cut_at_eos(row.tolist(), self.eos_id) for row in out[:, T:].cpu()]  # [B, n] -> lists

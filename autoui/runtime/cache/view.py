@@ -39,9 +39,11 @@ class CacheView:
         self.k_len = end.to(dev)  # [B] keys visible after this step's writes
         self.uniform = all(n == self.T for n in new_lens)
         self._start_host, self._end_host = start, end
-        counts = torch.tensor(new_lens)
-        b_idx = torch.repeat_interleave(torch.arange(len(slots)), counts)  # [N] which sequence
-        t_idx = torch.cat([torch.arange(n) for n in new_lens])  # [N] which new token
+        if self.uniform and self.T == 1:  # decode: one token each, no per-token index work
+            b_idx, t_idx = torch.arange(len(slots)), torch.zeros(len(slots), dtype=torch.long)
+        else:
+            b_idx = torch.repeat_interleave(torch.arange(len(slots)), torch.tensor(new_lens))  # [N] which sequence
+            t_idx = torch.cat([torch.arange(n) for n in new_lens])  # [N] which new token
         self._b_idx, self._t_idx = b_idx.to(dev), t_idx.to(dev)
         self.write_slot = torch.tensor(slots)[b_idx].to(dev)  # [N]
         self.write_pos = (start[b_idx] + t_idx).to(dev)  # [N]
@@ -91,8 +93,11 @@ class CacheView:
             raise CacheError(f"layers must attend in order 0..{self.n_layers - 1}: expected {self._next_layer}, "
                              f"got {layer_idx}")
         self._check_shapes(q, k, v)
-        k_new = k.transpose(1, 2)[self._b_idx, self._t_idx]  # [N, Hkv, D]
-        v_new = v.transpose(1, 2)[self._b_idx, self._t_idx]
+        if self.uniform and self.T == 1:  # decode: the new k/v are just the single token's
+            k_new, v_new = k[:, :, 0], v[:, :, 0]  # [B, Hkv, D]
+        else:
+            k_new = k.transpose(1, 2)[self._b_idx, self._t_idx]  # [N, Hkv, D]
+            v_new = v.transpose(1, 2)[self._b_idx, self._t_idx]
         self.cache._write(layer_idx, self.write_slot, self.write_pos, k_new, v_new)
         out = self.cache.backend.attend(self.cache, layer_idx, q, self)  # [B, Hq, T, D]
         self._next_layer += 1

@@ -1,0 +1,43 @@
+"""Copy a trained run's final model into models/default-model/ (the model `autoui` loads by default).
+
+    python train/ship_model.py runs/miniwob-default/final [--dtype float16]
+
+Weights are stored in half precision to keep the repository small (serving casts back to
+fp32 on CPU, bf16 on CUDA); the run's train_config.json goes along as the recipe.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from autoui.model.tokenizer import ActionTokenizer
+from autoui.model.vlm import AutoUIModel
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_final", help="a model directory written by train/sft.py (RUN/final)")
+    p.add_argument("--out", default=str(REPO / "models" / "default-model"))
+    p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    args = p.parse_args(argv)
+    src, out = Path(args.run_final), Path(args.out)
+    model = AutoUIModel.from_pretrained(src, dtype=getattr(torch, args.dtype))
+    tokenizer = ActionTokenizer.load(src)
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out, tokenizer=tokenizer)
+    if (src / "train_config.json").is_file():
+        shutil.copy(src / "train_config.json", out / "train_config.json")
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"shipped {model.num_parameters():,} parameters ({args.dtype}) to {out}: {size:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
