@@ -163,7 +163,7 @@ def test_default_preset_trains_one_step():
     torch.manual_seed(0)
     model = AutoUIModel(load_preset("default"))
     cfg = model.config
-    assert cfg.num_image_tokens == 196 and 3_000_000 < model.num_parameters() < 20_000_000
+    assert cfg.num_image_tokens == 64 and 3_000_000 < model.num_parameters() < 20_000_000
     ids = torch.tensor([_prompt(cfg, list(range(10, 90)))])
     labels = ids.clone()
     labels[:, :-8] = IGNORE_INDEX

@@ -37,7 +37,7 @@ def check(tok: ActionTokenizer, n: int = 2000) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--coords", choices=COORD_SCHEMES, default="digits",
-                        help="coordinate tokens (see docs/notes/tokenizer.md for the measurement)")
+                        help="coordinate tokens (see docs/tokenizer.md for the measurement)")
     parser.add_argument("--vocab", type=int, default=2048, help="learned BPE vocabulary (loc adds 1001 tokens)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_DIR)

@@ -4,7 +4,7 @@
     .venv/bin/python train/sft.py --preset tiny --data data/demos --out runs/tiny --steps 200 --batch-size 8
 
     # 8 GPUs (bf16), Auto-UI's unified AITW mix with GoogleApps at 10%
-    # (10 epochs of ~1.0M samples at 8 x 4 per step = ~320k steps; see docs/notes/train.md)
+    # (10 epochs of ~1.0M samples at 8 x 4 per step = ~320k steps; see docs/train.md)
     accelerate launch --config_file train/accelerate/8gpu.yaml train/sft.py \\
         --data data/aitw --split-file SPLIT.json --split train --sample google_apps=0.1 \\
         --preset siglip-base-qwen2-0.5b --out runs/aitw --steps 320000 --batch-size 4 --workers 4 --save-every 5000
@@ -14,7 +14,7 @@
 
 Every flag is a field of `autoui.train.config.TrainConfig` (run with --help for the list).
 Writes RUN_DIR/train_config.json, metrics.jsonl, checkpoints/ and final/ (loadable with
-`AutoUIModel.from_pretrained`, tokenizer included). See docs/notes/train.md.
+`AutoUIModel.from_pretrained`, tokenizer included). See docs/train.md.
 """
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 
 @dataclass
 class TrainConfig:
-    """Supervised fine-tuning of `AutoUIModel` on AITW-schema TFRecords (see docs/notes/train.md)."""
+    """Supervised fine-tuning of `AutoUIModel` on AITW-schema TFRecords (see docs/train.md)."""
 
     data: tuple[str, ...] = field(default=(), metadata=_help("training data dirs (AITW-schema TFRecord shards), comma-separated", parse=_paths))
     out: str = field(default="", metadata=_help("run directory (checkpoints, metrics.jsonl, final/)"))

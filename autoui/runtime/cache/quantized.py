@@ -73,7 +73,7 @@ class Int4KVCache(KVCache):
     """Grouped asymmetric int4 (groups of `group_size` along head_dim), two values per byte.
 
     data [L, S, T, Hkv, D/2] uint8; scale and offset [L, S, T, Hkv, D/group_size].
-    Asymmetric beat symmetric on measured reconstruction error (docs/notes/runtime.md).
+    Asymmetric beat symmetric on measured reconstruction error (docs/runtime.md).
     """
 
     kind = "int4"
