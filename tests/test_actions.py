@@ -129,3 +129,23 @@ def test_compact_tolerates_whitespace_and_scroll_shorthand():
     with pytest.raises(ActionParseError):
         parse_compact("type hello ; tap 1 2")
     assert parse_compact(format_compact(Action.type("hello ; tap 1 2"))).action.typed_text == "hello ; tap 1 2"
+
+
+def test_cli_exits_quietly_when_the_reader_goes_away():
+    import subprocess
+    import sys
+
+    # a command that writes far more than a pipe holds, to a reader that already left
+    script = (
+        "import sys, autoui.cli as c\n"
+        "def handler(args):\n"
+        "    for _ in range(100000): print('x' * 100)\n"
+        "p = c.build_parser(); p.set_defaults(handler=handler, command='flood')\n"
+        "c.build_parser = lambda: p\n"
+        "sys.exit(c.main([]))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err
