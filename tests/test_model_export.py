@@ -32,13 +32,6 @@ LAYOUTS = {
         feature_layer=-2, feature_select="default", image_mean=(0.48, 0.46, 0.41), image_std=(0.27, 0.26, 0.28)),
 }
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and a busy shared CPU makes multi-thread ops stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

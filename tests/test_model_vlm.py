@@ -9,13 +9,6 @@ import torch
 
 from autoui.model import IGNORE_INDEX, AutoUIModel, WeightsError, load_preset
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and a busy shared CPU makes multi-thread ops stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()

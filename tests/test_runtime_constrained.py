@@ -2,7 +2,6 @@
 mask yields text that always parses, with real `tokenizers` BPE vocabularies."""
 from __future__ import annotations
 
-import random
 
 import pytest
 import torch

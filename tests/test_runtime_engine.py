@@ -11,13 +11,6 @@ from autoui.runtime import ActionConstraint
 from autoui.runtime.engine import Engine, EngineConfig, EngineError, Request
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest and steadiest on a shared CPU
-    yield
-    torch.set_num_threads(before)
-
 
 def _model(config):
     torch.manual_seed(0)

@@ -18,13 +18,6 @@ from autoui.model.tokenizer import ActionTokenizer
 from autoui.runtime.engine import Engine, EngineConfig, Request
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest and steadiest on a shared CPU
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def tok() -> ActionTokenizer:

@@ -28,14 +28,6 @@ def script():
     return module
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matrices: extra threads only add contention on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:

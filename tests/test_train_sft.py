@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autoui.agent import load_agent, predict_action
+from autoui.agent import load_agent
 from autoui.data.synthetic import generate_dataset
 from autoui.model.tokenizer import ActionTokenizer
 from autoui.model.vlm import AutoUIModel
@@ -38,14 +38,6 @@ def _load_script():
 def sft():
     return _load_script()
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matrices: extra threads only add contention on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -5,21 +5,18 @@ import argparse
 import json
 from typing import Any
 
+from autoui.envs.suite import add_suite_arguments
+
 
 def register(subparsers: Any) -> None:
     """Add the `collect` command."""
     p = subparsers.add_parser("collect", help="record expert demonstrations (AITW TFRecord shards)",
                               description=__doc__)
     p.add_argument("source", choices=["miniwob"], help="where to collect (MiniWoB++ with the scripted experts)")
-    p.add_argument("--suite", default="default", help="suite name (envs/miniwob/<name>.json) or JSON path")
-    p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
-    p.add_argument("--episodes", type=int, default=100, help="episodes per task (seeds S .. S+N-1)")
-    p.add_argument("--seed", type=int, default=0, help="first seed S")
+    add_suite_arguments(p, episodes=100, seed=0)
     p.add_argument("--out", required=True, help="output folder (shards go to OUT/miniwob/, manifest to OUT/)")
     p.add_argument("--workers", type=int, default=2, help="processes, one browser each")
     p.add_argument("--shard-size", type=int, default=25, help="episodes per shard (the unit of resuming)")
-    p.add_argument("--scale", type=float, default=1.0, help="device scale factor of the screenshots")
-    p.add_argument("--chromium", default=None, help="Chromium executable (default: AUTOUI_CHROMIUM, /usr/bin/chromium)")
     p.set_defaults(handler=run)
 
 

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from autoui.envs.suite import add_suite_arguments
+
 
 def register(subparsers: Any) -> None:
     """Add the `eval-miniwob` command."""
@@ -14,14 +16,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", default=None, help="model checkpoint for --policy model (implies it)")
     p.add_argument("--kv-cache", default="plain", choices=["plain", "int8", "int4", "fp8"],
                    help="KV-cache storage of the model's runtime (--policy model)")
-    p.add_argument("--suite", default="default", help="suite name (envs/miniwob/<name>.json) or JSON path")
-    p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
-    p.add_argument("--episodes", type=int, default=10, help="episodes per task (seeds S .. S+N-1)")
-    p.add_argument("--seed", type=int, default=1000, help="first seed S")
+    add_suite_arguments(p, episodes=10, seed=1000)
     p.add_argument("--json", default=None, help="write the results here")
-    p.add_argument("--scale", type=float, default=1.0, help="device scale factor of the screenshots")
     p.add_argument("--data-mode", default="test", choices=["train", "test"], help="MiniWoB's problem distribution")
-    p.add_argument("--chromium", default=None, help="Chromium executable (default: AUTOUI_CHROMIUM, /usr/bin/chromium)")
     p.set_defaults(handler=run)
 
 

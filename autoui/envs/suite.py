@@ -144,3 +144,14 @@ def load_suite(name_or_path: str | Path, *, check_tasks: bool = True) -> Suite:
     except json.JSONDecodeError as e:
         raise SuiteError(f"{path}: not valid JSON: {e}") from None
     return parse_suite(data, source=str(path), check_tasks=check_tasks)
+
+
+def add_suite_arguments(parser, *, episodes: int, seed: int) -> None:
+    """The options every MiniWoB++ suite command shares: which tasks, how many seeds, which browser."""
+    parser.add_argument("--suite", default="default", help="suite name (envs/miniwob/<name>.json) or JSON path")
+    parser.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
+    parser.add_argument("--episodes", type=int, default=episodes, help="episodes per task (seeds S .. S+N-1)")
+    parser.add_argument("--seed", type=int, default=seed, help="first seed S")
+    parser.add_argument("--scale", type=float, default=1.0, help="device scale factor of the screenshots")
+    parser.add_argument("--chromium", default=None,
+                        help="Chromium executable (default: AUTOUI_CHROMIUM, /usr/bin/chromium)")
