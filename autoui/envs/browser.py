@@ -242,13 +242,17 @@ class BrowserEnv(Environment):
             self.page.goto(self.home_url, wait_until="load", timeout=self.config.load_timeout_ms * 4)
         return self.observe()
 
-    def step(self, action: Action) -> Observation:
-        """Run `action`, wait for the page to settle, and observe."""
+    def _begin_step(self, action: Action) -> None:
+        """Checks every step starts with (subclasses too): a real Action, an episode still running."""
         if not isinstance(action, Action):
             raise TypeError(f"step() takes an autoui.actions.Action, got {type(action).__name__}")
         if self._done:
             raise EnvError("the episode is over; call reset() first")
         self._steps += 1
+
+    def step(self, action: Action) -> Observation:
+        """Run `action`, wait for the page to settle, and observe."""
+        self._begin_step(action)
         if action.action_type in (ActionType.STATUS_TASK_COMPLETE, ActionType.STATUS_TASK_IMPOSSIBLE):
             self._done = True
             return self.observe(done=True)

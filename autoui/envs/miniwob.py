@@ -159,11 +159,7 @@ class MiniWoBEnv(BrowserEnv):
 
     def step(self, action: Action) -> Observation:
         """Run `action`; the observation says done/reward/success once the page ends the episode."""
-        if not isinstance(action, Action):
-            raise TypeError(f"step() takes an autoui.actions.Action, got {type(action).__name__}")
-        if self._done:
-            raise EnvError("the episode is over; call reset() first")
-        self._steps += 1
+        self._begin_step(action)
         extra: dict[str, Any] = {}
         with self.guard(f"run {action} on {self.task}"):
             if action.action_type in (ActionType.STATUS_TASK_COMPLETE, ActionType.STATUS_TASK_IMPOSSIBLE):
