@@ -35,7 +35,8 @@ default-model: install
 	$(BIN)/autoui collect miniwob --suite default --episodes 24 --seed 500000 --out data/miniwob/heldout --workers 2
 	OMP_NUM_THREADS=2 $(BIN)/python train/sft.py --preset default --data data/miniwob/train \
 	    --val-data data/miniwob/heldout --out runs/miniwob-default --steps 3600 --batch-size 32 --lr 1e-3 \
-	    --warmup 150 --fmt compact --workers 0 --save-every 300 --val-every 900 --val-max-steps 150 --seed 0
+	    --warmup 150 --fmt compact --workers 0 --save-every 300 --val-every 900 --val-max-steps 150 --seed 0 \
+	    --augment-shift 0.2 --augment-text 0.5
 	$(BIN)/python train/ship_model.py runs/miniwob-default/final
 
 clean:

@@ -58,17 +58,35 @@ class Prediction:
         return out
 
 
-def load_agent(directory: str | Path, device: str = "cpu") -> tuple[Any, ActionTokenizer]:
+SERVING_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def serving_dtype(device: str | torch.device = "cpu", dtype: str = "auto") -> torch.dtype:
+    """The weights' dtype for serving: `dtype`, or for "auto" bf16 on CUDA and fp32 on CPU.
+
+    On CPU, one-row (decode) matmuls are ~3x slower in bf16 than in fp32 even with AMX,
+    while many-row (prefill) ones are ~5x faster with AMX: the runtime engine then prefills
+    with a bf16 twin of the fp32 model (`autoui.runtime.engine.EngineConfig.prefill_dtype`).
+    """
+    if dtype not in SERVING_DTYPES:
+        raise ValueError(f"dtype must be one of {SERVING_DTYPES}, got {dtype!r}")
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+
+
+def load_agent(directory: str | Path, device: str = "cpu", dtype: str = "auto") -> tuple[Any, ActionTokenizer]:
     """(model, tokenizer) from a directory written by `AutoUIModel.save_pretrained(dir, tokenizer)`.
 
-    Serving precision: fp32 on CPU (bf16 matmuls are slow there), bf16 on CUDA.
+    Weights are cast to `serving_dtype(device, dtype)`, which is logged.
     """
     from autoui.model.vlm import AutoUIModel
 
     tokenizer = ActionTokenizer.load(directory)
-    dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    model = AutoUIModel.from_pretrained(directory, device=device, dtype=dtype)
+    torch_dtype = serving_dtype(device, dtype)
+    model = AutoUIModel.from_pretrained(directory, device=device, dtype=torch_dtype)
     model.eval()
+    log.info("serving %s on %s in %s", directory, device, str(torch_dtype).removeprefix("torch."))
     return model, tokenizer
 
 
@@ -90,10 +108,15 @@ class RuntimeOptions:
 
     kv_cache: str = "plain"
     constrained: bool = True
+    prefill_dtype: str = "auto"  # see autoui.runtime.engine.prefill_model: bf16 prefill on AMX CPUs
 
     def __post_init__(self) -> None:
+        from autoui.runtime.engine import PREFILL_DTYPES
+
         if self.kv_cache not in KV_CACHE_KINDS:
             raise ValueError(f"kv_cache must be one of {KV_CACHE_KINDS}, got {self.kv_cache!r}")
+        if self.prefill_dtype not in PREFILL_DTYPES:
+            raise ValueError(f"prefill_dtype must be one of {PREFILL_DTYPES}, got {self.prefill_dtype!r}")
 
 
 # engines and constraints are built once per model / tokenizer and reused by every step
@@ -111,33 +134,34 @@ def action_constraint(tokenizer: ActionTokenizer, fmt: str) -> Any:
     return per_tok[fmt]
 
 
-def _engine(model: Any, batch: int, kv_cache: str, constraint: Any) -> Any:
+def _engine(model: Any, batch: int, kv_cache: str, constraint: Any, prefill_dtype: str = "auto") -> Any:
     """A cached engine with room for `batch` sequences (capacity grows in powers of two)."""
     from autoui.runtime.engine import Engine, EngineConfig
 
     per_model = _ENGINES.setdefault(model, {})
-    key = (kv_cache, id(constraint))
+    key = (kv_cache, id(constraint), prefill_dtype)
     engine = per_model.get(key)
     if engine is None or engine.config.max_batch < batch:
         cap = 1 << max(0, batch - 1).bit_length()
         cfg = EngineConfig(max_batch=cap, max_seq_len=model.config.decoder.max_position_embeddings,
-                           cache_kind=kv_cache)
+                           cache_kind=kv_cache, prefill_dtype=prefill_dtype)
         engine = per_model[key] = Engine(model, cfg, constraint=constraint)
     return engine
 
 
 def generate_ids(model: Any, pixel_values: torch.Tensor, input_ids: torch.Tensor, max_new_tokens: int,
-                 eos_token_id: int, constraint: Any = None, kv_cache: str = "plain") -> torch.Tensor:
+                 eos_token_id: int, constraint: Any = None, kv_cache: str = "plain",
+                 prefill_dtype: str = "auto") -> torch.Tensor:
     """New token ids [B, n] (pad after a row's eos) for prompts [B, T] (no padding) and screens [B, 3, S, S].
 
     The serving path: the runtime engine with a `kv_cache` cache, greedy, under
-    `constraint` (an `ActionConstraint`) when given.
+    `constraint` (an `ActionConstraint`) when given; `prefill_dtype` as in `RuntimeOptions`.
     """
     from autoui.runtime.engine import Request
 
     if eos_token_id != model.config.eos_token_id:
         raise ValueError(f"eos_token_id {eos_token_id} differs from the model's {model.config.eos_token_id}")
-    engine = _engine(model, input_ids.shape[0], kv_cache, constraint)
+    engine = _engine(model, input_ids.shape[0], kv_cache, constraint, prefill_dtype)
     reqs = [Request(row.tolist(), px, max_new_tokens=max_new_tokens) for row, px in zip(input_ids.cpu(), pixel_values)]
     try:
         rows = engine.generate(reqs)
@@ -168,7 +192,7 @@ def predict_action(model: Any, tokenizer: ActionTokenizer, screen: Any, goal: st
     constraint = action_constraint(tokenizer, fmt) if runtime.constrained else None
     with torch.no_grad():
         new = generate_ids(model, pixel_values, input_ids, limits.max_target_tokens, tokenizer.eos_id,
-                           constraint=constraint, kv_cache=runtime.kv_cache)
+                           constraint=constraint, kv_cache=runtime.kv_cache, prefill_dtype=runtime.prefill_dtype)
     row = new[0].tolist()
     raw = decode_text(tokenizer, row)
     log.debug("generated %d tokens: %r", len(row), raw)
@@ -204,14 +228,14 @@ class ModelPolicy:
 @register_policy("model")
 def _model_policy(env: Any, model_path: str | Path | None = None, model_dir: str | Path | None = None,
                   fmt: str = "compact", device: str = "cpu", kv_cache: str = "plain",
-                  constrained: bool = True) -> ModelPolicy:
+                  constrained: bool = True, dtype: str = "auto") -> ModelPolicy:
     """`make_policy("model", env, model_path=DIR)` (`model_dir` is an alias; default: `default_model_dir()`)."""
     directory = model_path or model_dir or default_model_dir()
     if directory is None:
         raise ValueError(f"the model policy needs model_path=DIR (a directory from save_pretrained); "
                          f"no shipped model at {DEFAULT_MODEL_DIR}")
     runtime = RuntimeOptions(kv_cache=kv_cache, constrained=constrained)
-    model, tokenizer = load_agent(directory, device=device)
+    model, tokenizer = load_agent(directory, device=device, dtype=dtype)
     return ModelPolicy(model, tokenizer, fmt, runtime=runtime)
 
 

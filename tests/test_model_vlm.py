@@ -178,3 +178,22 @@ def test_bf16_on_cuda_agrees_with_fp32_cpu(model, tmp_path):
         out, _ = gpu(px.cuda(), ids.cuda())
     assert (out.float().cpu() - ref).abs().max() < 0.1
     assert gpu.generate_greedy(px.cuda(), ids.cuda(), max_new_tokens=4).shape[0] == 1
+
+
+def test_vision_positions_start_from_a_2d_sincos_table():
+    """Fresh models start their vision positions from sin-cos (rows, then columns), loud enough to be read."""
+    from autoui.model.vision import sincos_positions
+
+    table = sincos_positions(8, 64)  # [64 patches, 64 channels]
+    assert table.shape == (64, 64)
+    assert abs(table.pow(2).mean().sqrt().item() - 0.7071) < 0.1  # the patch embeddings' scale at init
+    assert (table.std(0) > 0.2).all()  # every channel tells patches apart
+    assert torch.equal(table[3, :32], table[7, :32]) and not torch.equal(table[3, 32:], table[7, 32:])  # same row
+    assert torch.equal(table[1, 32:], table[9, 32:]) and not torch.equal(table[1, :32], table[9, :32])  # same column
+    for preset in ("tiny", "default"):
+        m = AutoUIModel(load_preset(preset))
+        side = m.config.vision.image_size // m.config.vision.patch_size
+        pos = m.vision.embeddings.position_embedding.weight
+        assert torch.equal(pos[-side * side:], sincos_positions(side, m.config.vision.hidden_size))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_positions(4, 30)

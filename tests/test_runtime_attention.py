@@ -79,7 +79,8 @@ _TRITON_SCRIPT = textwrap.dedent("""
     from autoui.runtime.attention.triton_decode import triton_decode_attention
     torch.manual_seed(0)
     worst = 0.0
-    for kind, (hq, hkv, d, gs) in [("int8", (4, 2, 64, 32)), ("int4", (6, 2, 64, 16)), ("int4", (2, 2, 32, 16))]:
+    for kind, (hq, hkv, d, gs) in [("int8", (4, 2, 64, 32)), ("int4", (6, 2, 64, 16)), ("int4", (2, 2, 32, 16)),
+                                     ("int4", (4, 2, 64, 64)), ("int4", (2, 2, 128, 32))]:
         cache = make_cache(CacheConfig(kind=kind, n_layers=1, n_kv_heads=hkv, head_dim=d, max_batch=4,
                                        max_seq_len=300, group_size=gs, attention="triton"))
         slots = cache.allocate(3)

@@ -36,7 +36,7 @@ def test_greedy_matches_reference_with_joins_and_queueing():
     model = _model(load_preset("tiny"))
     prompts = _requests(model.config, [5, 23, 9, 14])
     refs = [model.generate_greedy(px[None], torch.tensor([ids]), max_new_tokens=12)[0].tolist() for ids, px in prompts]
-    engine = Engine(model, EngineConfig(max_batch=3, max_seq_len=96, max_new_tokens=12))
+    engine = Engine(model, EngineConfig(max_batch=3, max_seq_len=96, max_new_tokens=12, prefill_dtype="same"))
     reqs = [Request(ids, px) for ids, px in prompts]
     for r in reqs[:2]:
         engine.submit(r)
@@ -52,6 +52,25 @@ def test_greedy_matches_reference_with_joins_and_queueing():
     for r, ref in zip(reqs, refs):
         assert r.done and r.tokens == ref[:len(r.tokens)] and len(r.tokens) == len(ref)
     assert engine.cache.free_slots == 3
+
+
+def test_prefill_twin_runs_prefill_in_its_dtype_and_decode_in_the_models(monkeypatch):
+    import autoui.runtime.engine as engine_mod
+
+    model = _model(load_preset("tiny"))
+    monkeypatch.setattr(engine_mod, "cpu_has_amx", lambda: False)
+    assert Engine(model, EngineConfig(max_batch=1, max_seq_len=96)).prefiller is model  # auto without AMX
+    monkeypatch.setattr(engine_mod, "cpu_has_amx", lambda: True)
+    engine = Engine(model, EngineConfig(max_batch=2, max_seq_len=96, max_new_tokens=6))  # auto with AMX
+    twin = engine.prefiller
+    assert twin is not model and twin.dtype == torch.bfloat16 and model.dtype == torch.float32
+    prompts = _requests(model.config, [5, 9])
+    outs = engine.generate([Request(ids, px) for ids, px in prompts])
+    for (ids, px), out in zip(prompts, outs):
+        first = twin.generate_greedy(px[None].bfloat16(), torch.tensor([ids]), max_new_tokens=1)[0].tolist()
+        assert out[:1] == first and len(out) == 6  # the first token is the bf16 prefill's choice
+    x = torch.randn(1, 3, model.config.decoder.hidden_size)
+    assert torch.equal(model.decoder(x), Engine(model, EngineConfig(prefill_dtype="same")).prefiller.decoder(x))
 
 
 def test_constrained_engine_outputs_parse():

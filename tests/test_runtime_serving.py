@@ -50,7 +50,7 @@ def test_generate_ids_equals_reference_greedy_without_constraint(model, tok):
     for screen, goal in zip(_screens(3), goals):
         ids, px = _inputs(model, tok, screen, goal, [Action.back()])
         ref = model.generate_greedy(px, ids, max_new_tokens=10, eos_token_id=tok.eos_id)[0].tolist()
-        out = generate_ids(model, px, ids, 10, tok.eos_id)[0].tolist()
+        out = generate_ids(model, px, ids, 10, tok.eos_id, prefill_dtype="same")[0].tolist()
         assert out == ref and len(set(ref)) > 2
 
 
@@ -62,7 +62,7 @@ def test_predict_action_unconstrained_reports_the_reference_text(model, tok):
     ref = decode_text(tok, model.generate_greedy(px, ids, max_new_tokens=16, eos_token_id=tok.eos_id)[0].tolist())
     limits = PromptLimits(max_target_tokens=16)
     try:
-        pred = predict_action(model, tok, screen, goal, (), "compact", limits, RuntimeOptions(constrained=False))
+        pred = predict_action(model, tok, screen, goal, (), "compact", limits, RuntimeOptions(constrained=False, prefill_dtype="same"))
     except ActionParseError as exc:  # a random model usually writes no action: the raw text is kept
         assert exc.text == ref
     else:
@@ -82,16 +82,18 @@ def test_constrained_predictions_always_parse(model, tok, fmt, budget, kv):
 def test_engines_are_reused_and_reset_after_errors(model, tok):
     ids, px = _inputs(model, tok, _screens(1)[0], "g")
     generate_ids(model, px, ids, 4, tok.eos_id)
-    engine = agent._ENGINES[model][("plain", id(None))]
+    engine = agent._ENGINES[model][("plain", id(None), "auto")]
     with pytest.raises(Exception):
         generate_ids(model, px[:, :, :8], ids, 4, tok.eos_id)  # wrong screenshot size fails inside the engine
     assert not engine.active and not engine.waiting and engine.cache.free_slots == engine.config.max_batch
     generate_ids(model, px, ids, 4, tok.eos_id)
-    assert agent._ENGINES[model][("plain", id(None))] is engine
+    assert agent._ENGINES[model][("plain", id(None), "auto")] is engine
     with pytest.raises(ValueError, match="eos_token_id"):
         generate_ids(model, px, ids, 4, tok.eos_id + 1)
     with pytest.raises(ValueError, match="kv_cache"):
         RuntimeOptions(kv_cache="int2")
+    with pytest.raises(ValueError, match="prefill_dtype"):
+        RuntimeOptions(prefill_dtype="int8")
 
 
 def test_a_request_joining_mid_decode_gets_the_tokens_it_gets_alone(model, tok):

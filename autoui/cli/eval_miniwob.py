@@ -16,6 +16,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", default=None, help="model checkpoint for --policy model (implies it)")
     p.add_argument("--kv-cache", default="plain", choices=["plain", "int8", "int4", "fp8"],
                    help="KV-cache storage of the model's runtime (--policy model)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights' dtype when serving the model (auto: bf16 on CUDA, fp32 on CPU with a bf16 prefill on AMX CPUs)")
     add_suite_arguments(p, episodes=10, seed=1000)
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--data-mode", default="test", choices=["train", "test"], help="MiniWoB's problem distribution")
@@ -37,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     options = {"model_path": args.model} if args.model else {}
     if policy == "model":
         options["kv_cache"] = args.kv_cache
+        options["dtype"] = args.dtype
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     try:
         suite = load_suite(args.suite)

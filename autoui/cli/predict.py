@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=96, help="generation limit (an action is ~4-80 tokens)")
     p.add_argument("--json", action="store_true", help="print a JSON object (with pixel coordinates)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights' dtype (auto: bf16 on CUDA, fp32 on CPU with a bf16 prefill on AMX CPUs)")
     p.add_argument("--kv-cache", choices=("plain", "int8", "int4", "fp8"), default="plain",
                    help="KV-cache storage of the runtime (plain = model dtype)")
     p.add_argument("--unconstrained", action="store_true",
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     try:
-        model, tokenizer = load_agent(args.model, device=args.device)
+        model, tokenizer = load_agent(args.model, device=args.device, dtype=args.dtype)
     except (ValueError, OSError) as exc:  # ConfigError, TokenizerError, missing files...
         raise CLIError(f"cannot load model from {args.model}: {exc}") from None
     try:

@@ -40,6 +40,7 @@ class Sample:
     plan: tuple[ActionType, ...]  # this step's action type and the next ones
     target: Action
     ui_positions: np.ndarray = field(repr=False)  # float32 [N, 4] (y, x, h, w), for the metric
+    epoch: int = 0  # the training pass that produced it (streams set it; augmentation draws from it)
 
     def prompt(self, fmt: str = "autoui") -> str:
         """The source text: `Previous Actions: <one action per line>` then `Goal: <goal>`."""

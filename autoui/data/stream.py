@@ -19,6 +19,7 @@ every epoch, seed and machine).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import random
@@ -206,7 +207,7 @@ class AITWStream(IterableDataset):
             produced = 0
             for s in self.unit_samples(unit, units, epoch):
                 produced += 1
-                yield s
+                yield dataclasses.replace(s, epoch=epoch) if epoch else s
             if produced == 0 and self.repeat:
                 # ends instead of spinning; a rank with no data at all fails in the trainer, but
                 # one empty worker among several only unbalances the round-robin (and exact resume)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoui.model.config import DecoderConfig
-from autoui.model.layers import RMSNorm, SwiGLU, apply_rope, rope_cos_sin
+from autoui.model.layers import FusedLinears, RMSNorm, SwiGLU, apply_rope, rope_cos_sin
 
 if TYPE_CHECKING:
     from autoui.runtime.protocol import AttentionCache
@@ -49,13 +49,15 @@ class DecoderAttention(nn.Module):
         self.k_proj = nn.Linear(d, cfg.num_kv_heads * hd, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(d, cfg.num_kv_heads * hd, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(cfg.num_heads * hd, d, bias=False)
+        object.__setattr__(self, "_qkv", FusedLinears(self.q_proj, self.k_proj, self.v_proj))  # not a submodule
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor | None, cache: "AttentionCache | None") -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # [B, Hq, T, Dh]
-        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, Dh]
-        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, Dh]
+        q, k, v = self._qkv(x)  # one matmul when not training
+        q = q.reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # [B, Hq, T, Dh]
+        k = k.reshape(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, Dh]
+        v = v.reshape(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, Dh]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             out = cache.attend(self.layer_idx, q, k, v)  # [B, Hq, T, Dh]

@@ -49,8 +49,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # statistics in fp32: bf16 squares lose too much precision over wide rows
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        h = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)  # one fused op: x * rsqrt(mean(x^2) + eps)
         return self.weight * h.to(x.dtype)
 
 
@@ -78,6 +77,38 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + _rotate_half(x) * sin
 
 
+class FusedLinears:
+    """Several `nn.Linear`s that read the same input, run as one matmul on CPU when not training.
+
+    Serving calls it once per layer and token, where one matmul instead of two or three
+    saves dispatches (CPU decode is overhead-bound). The concatenated weight is a copy,
+    rebuilt whenever a member's weight changes (new storage or an in-place update), so it
+    never goes stale. With gradients enabled, or on GPUs (where the copy would cost memory
+    that matters more), the layers run one by one, exactly as built.
+    """
+
+    def __init__(self, *linears: nn.Linear):
+        self.linears = linears
+        self.sizes = [lin.out_features for lin in linears]
+        self._key: tuple = ()
+        self._weight: torch.Tensor | None = None
+        self._bias: torch.Tensor | None = None
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for lin in self.linears for p in (lin.weight, lin.bias) if p is not None]
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if torch.is_grad_enabled() or x.device.type != "cpu":
+            return tuple(lin(x) for lin in self.linears)
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in self._params())
+        if key != self._key:
+            self._weight = torch.cat([lin.weight for lin in self.linears])
+            biases = [lin.bias for lin in self.linears]
+            self._bias = torch.cat(biases) if all(b is not None for b in biases) else None
+            self._key = key
+        return F.linear(x, self._weight, self._bias).split(self.sizes, dim=-1)
+
+
 class SwiGLU(nn.Module):
     """Llama's gated MLP: down(silu(gate(x)) * up(x))."""
 
@@ -86,16 +117,19 @@ class SwiGLU(nn.Module):
         self.gate_proj = nn.Linear(dim, hidden, bias=False)
         self.up_proj = nn.Linear(dim, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, dim, bias=False)
+        object.__setattr__(self, "_gate_up", FusedLinears(self.gate_proj, self.up_proj))  # not a submodule
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, T, D]
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self._gate_up(x)
+        return self.down_proj(F.silu(gate) * up)
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
     """Initialise a freshly built module for training from scratch.
 
     Linear/conv/embedding weights ~ N(0, std), biases 0, norms 1/0. PyTorch's default
-    N(0, 1) embeddings would make a tied lm_head start with huge logits.
+    N(0, 1) embeddings would make a tied lm_head start with huge logits. Vision position
+    tables start from 2D sin-cos (`VisionEmbeddings.init_positions`).
     """
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
@@ -108,4 +142,7 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
             nn.init.ones_(m.weight)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
+    for m in module.modules():  # modules with their own start (after the generic pass above)
+        if hasattr(m, "init_positions"):
+            m.init_positions()
 

@@ -7,6 +7,8 @@ the variant is chosen by `VisionConfig.variant`.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,17 +17,58 @@ from autoui.model.config import VisionConfig
 from autoui.model.layers import activation
 
 
+def sincos_positions(side: int, dim: int) -> torch.Tensor:
+    """2D sine-cosine position table [side * side, dim] for a row-major patch grid (MAE's layout).
+
+    The first half of the channels encodes the row, the second half the column, each with
+    sin/cos pairs at geometric frequencies from pi/side (half a turn across the grid) to pi/2
+    (a quarter turn per patch). Unlike a text-style 1/10000^(k/n) ladder, every channel then
+    varies across a small grid (8 x 8 patches) instead of most of them being ~constant.
+    """
+    if dim % 4:
+        raise ValueError(f"2D sin-cos positions need a hidden size divisible by 4, got {dim}")
+    quarter = dim // 4
+    steps = torch.arange(quarter, dtype=torch.float64) / max(1, quarter - 1)  # 0 .. 1
+    freqs = (math.pi / max(side, 2)) * (max(side, 2) / 2) ** steps  # [D/4], pi/side .. pi/2
+    grid = torch.arange(side, dtype=torch.float64)
+    rows, cols = torch.meshgrid(grid, grid, indexing="ij")  # [side, side] each
+
+    def encode(coord: torch.Tensor) -> torch.Tensor:
+        angles = coord.reshape(-1, 1) * freqs[None]  # [N, D/4]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)  # [N, D/2]
+
+    return torch.cat([encode(rows), encode(cols)], dim=1).float()  # [N, D]
+
+
 class VisionEmbeddings(nn.Module):
     """Patchify with a strided conv, add learned absolute positions (+ CLIP's class token)."""
 
     def __init__(self, cfg: VisionConfig):
         super().__init__()
+        self.side = cfg.image_size // cfg.patch_size
         self.is_clip = cfg.variant == "clip"
         self.patch_embedding = nn.Conv2d(cfg.num_channels, cfg.hidden_size, kernel_size=cfg.patch_size,
                                          stride=cfg.patch_size, bias=not self.is_clip)
         if self.is_clip:
             self.class_embedding = nn.Parameter(torch.zeros(cfg.hidden_size))
         self.position_embedding = nn.Embedding(cfg.num_positions, cfg.hidden_size)
+
+    @torch.no_grad()
+    def init_positions(self) -> None:
+        """Start the (learned) positions from a 2D sin-cos table (class token: zeros).
+
+        Trained from scratch with a small random init, positions stay ~100x smaller than
+        the patch embeddings of raw pixels, the encoder output carries almost no "where",
+        and a decoder cannot learn to point (measured: taps collapse to one place per task).
+        A sin-cos start has the patch embeddings' scale and makes every patch's row and
+        column linearly readable from step 0.
+        """
+        if self.position_embedding.weight.is_meta:
+            return
+        table = sincos_positions(self.side, self.position_embedding.embedding_dim)
+        w = self.position_embedding.weight
+        w.zero_()
+        w[-table.shape[0]:] = table.to(w.dtype)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # [B, D, H/p, W/p]

@@ -45,6 +45,7 @@ class BenchConfig:
     batches: tuple[int, ...] = (1, 8, 32)
     device: str = "cpu"
     threads: int = 0  # 0: keep torch's current setting
+    dtype: str = "auto"  # the runtime's serving dtype (autoui.agent.serving_dtype); HF runs fp32 plus this
     eval_steps: int = 64  # held-out steps for action match
     latency_steps: int = 24  # batch-1 steps timed per method
     repeats: int = 3  # timed repeats per batch size (median)
@@ -174,7 +175,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 Generate = Callable[[list[tuple[list[int], torch.Tensor]], int], list[list[int]]]
 
 
-def runtime_method(model: Any, kind: str, constraint: Any, max_batch: int, max_seq_len: int) -> Generate:
+def runtime_method(model: Any, kind: str, constraint: Any, max_batch: int, max_seq_len: int,
+                   prefill_dtype: str = "auto") -> Generate:
     """A generate function over a fresh `Engine` with a `kind` cache (built on first use)."""
     from autoui.runtime.engine import Engine, EngineConfig, Request
 
@@ -183,7 +185,8 @@ def runtime_method(model: Any, kind: str, constraint: Any, max_batch: int, max_s
     def generate(prompts: list[tuple[list[int], torch.Tensor]], max_new: int) -> list[list[int]]:
         if "engine" not in holder:
             holder["engine"] = Engine(model, EngineConfig(max_batch=max_batch, max_seq_len=max_seq_len,
-                                                          cache_kind=kind), constraint=constraint)
+                                                          cache_kind=kind, prefill_dtype=prefill_dtype),
+                                     constraint=constraint)
         return holder["engine"].generate([Request(ids, px, max_new_tokens=max_new) for ids, px in prompts])
 
     generate.engine_holder = holder  # type: ignore[attr-defined]  # lets the memory probe drop the engine
@@ -194,22 +197,32 @@ def build_methods(cfg: BenchConfig, model: Any, tokenizer: Any, max_seq_len: int
                   export_dir: Path) -> tuple[dict[str, Generate], dict[str, str]]:
     """name -> generate function, and name -> why it is unavailable."""
     from autoui.agent import action_constraint
-    from autoui.runtime.hf_baseline import HFRunner
+    from autoui.runtime.engine import auto_prefill_dtype
+    from autoui.runtime.hf_baseline import HF_QUANTIZED, HFRunner
 
     constraint = action_constraint(tokenizer, cfg.fmt)
     mb = max(cfg.batches)
     methods: dict[str, Generate] = {"runtime": runtime_method(model, "plain", constraint, mb, max_seq_len),
-                                    "runtime-unconstrained": runtime_method(model, "plain", None, mb, max_seq_len)}
+                                    # HF's exact peer: no constraint, the model's own dtype throughout
+                                    "runtime-unconstrained": runtime_method(model, "plain", None, mb, max_seq_len,
+                                                                            prefill_dtype="same")}
     for kind in RUNTIME_KINDS[1:]:
         methods[f"runtime-{kind}"] = runtime_method(model, kind, constraint, mb, max_seq_len)
+    if auto_prefill_dtype(model) != "same":  # e.g. a bf16 prefill on AMX CPUs: show the plain-dtype peer too
+        name = f"runtime-{str(model.dtype).removeprefix('torch.')}-prefill"
+        methods[name] = runtime_method(model, "plain", constraint, mb, max_seq_len, prefill_dtype="same")
     skipped: dict[str, str] = {}
     if cfg.hf:
-        caches = ["dynamic"] + (["quanto-int4", "fp8"] if cfg.hf_quantized else [])
-        for cache in caches:
+        # the peer as users run it: the exported fp32 checkpoint; and in the runtime's dtype when that differs
+        runs = [("dynamic", torch.float32)] + [(c, torch.float32) for c in HF_QUANTIZED if cfg.hf_quantized]
+        if model.dtype != torch.float32:
+            runs.append(("dynamic", model.dtype))
+        for cache, dtype in runs:
+            name = f"hf-{cache}" + ("" if dtype == torch.float32 else "-" + str(dtype).removeprefix("torch."))
             try:
-                methods[f"hf-{cache}"] = HFRunner(export_dir, cache, cfg.device, model.dtype).generate
+                methods[name] = HFRunner(export_dir, cache, cfg.device, dtype).generate
             except Exception as exc:  # noqa: BLE001 - any load failure is reported, not fatal
-                skipped[f"hf-{cache}"] = f"{type(exc).__name__}: {exc}"
+                skipped[name] = f"{type(exc).__name__}: {exc}"
     return methods, skipped
 
 

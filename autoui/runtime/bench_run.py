@@ -100,7 +100,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
-    model, tok = load_agent(cfg.model, device=cfg.device)
+    model, tok = load_agent(cfg.model, device=cfg.device, dtype=cfg.dtype)
     samples = load_heldout(cfg.data, max(cfg.eval_steps, cfg.latency_steps))
     inputs = StepInputs(model, tok, cfg.fmt)
     prompts = [inputs(s) for s in samples]
@@ -114,7 +114,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         if export_dir is not None:
             shutil.rmtree(export_dir, ignore_errors=True)
     res["unavailable"] = skipped
-    res.update(device=device_name(device), date=today(), threads=torch.get_num_threads(), model=str(cfg.model),
+    res.update(device=device_name(device), date=today(), runtime_dtype=str(model.dtype).removeprefix("torch."), threads=torch.get_num_threads(), model=str(cfg.model),
                data=str(cfg.data), fmt=cfg.fmt, max_new_tokens=cfg.max_new_tokens, batches=list(cfg.batches),
                torch=torch.__version__, notes=list(cfg.notes) + NOTES)
     return res
@@ -122,8 +122,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
 
 NOTES = [
     "An agent step = preprocess the raw screenshot + prompt ids + prefill + greedy decode of one action.",
-    "HF generate() is unconstrained; `runtime` is constrained (valid actions by construction) and "
-    "`runtime-unconstrained` is its apples-to-apples peer. Both stop at EOS or max_new_tokens.",
+    "HF generate() is unconstrained; `runtime` is the serving default: constrained (valid actions by "
+    "construction), and on AMX CPUs it prefills in bf16 (decode in fp32). `runtime-unconstrained` is HF's "
+    "apples-to-apples peer (no constraint, the model's dtype throughout). All stop at EOS or max_new_tokens.",
     "HF batches are left-padded with an attention mask; the runtime right-pads its prefill internally.",
     "action_match: AITW matching on held-out steps (eval set); action_match_delta: points vs the plain cache.",
     "peak_memory_mb: RSS delta on CPU (sampled every 1 ms, after malloc_trim), includes the runtime's "
@@ -166,6 +167,8 @@ def _measure(cfg: BenchConfig, model: Any, tok: Any, samples: list, prompts: lis
     plain = quality.get("runtime", {}).get("action_match")
     res["action_match_delta"] = {k: round(quality[f"runtime-{k}"]["action_match"] - plain, 2)
                                  for k in RUNTIME_KINDS[1:] if f"runtime-{k}" in quality and plain is not None}
+    for name in [n for n in quality if n.endswith("-prefill") and plain is not None]:  # the serving prefill vs this
+        res["action_match_delta"][name.removeprefix("runtime-")] = round(quality[name]["action_match"] - plain, 2)
     res.update(_speedups(latency, steps, cfg.batches))
     if "hf-dynamic" in outs_b1:
         pairs = list(zip(outs_b1["runtime-unconstrained"], outs_b1["hf-dynamic"]))
@@ -178,13 +181,19 @@ def _measure(cfg: BenchConfig, model: Any, tok: Any, samples: list, prompts: lis
 def _speedups(latency: dict, steps: dict, batches: Sequence[int]) -> dict[str, Any]:
     if "hf-dynamic" not in latency:
         return {"speedup_vs_hf_b1": None, "speedup_vs_hf_b32": None, "speedup_vs_hf": {}}
-    hf_steps = steps["hf-dynamic"]
-    per = {name: {b: round(s[b] / hf_steps[b], 3) for b in s} for name, s in steps.items() if name.startswith("runtime")}
-    b1 = round(latency["hf-dynamic"]["p50"] / latency["runtime"]["p50"], 3)
-    return {"speedup_vs_hf_b1": b1, "speedup_vs_hf_b32": per["runtime"].get("32"),
-            "speedup_vs_hf_b1_unconstrained": round(latency["hf-dynamic"]["p50"]
-                                                    / latency["runtime-unconstrained"]["p50"], 3),
-            "speedup_vs_hf": per}
+    out: dict[str, Any] = {}
+    for peer in [p for p in latency if p.startswith("hf-dynamic")]:
+        suffix = peer.removeprefix("hf-dynamic")  # "" (fp32, the headline) or "-bfloat16"
+        peer_steps = steps[peer]
+        per = {name: {b: round(s[b] / peer_steps[b], 3) for b in s}
+               for name, s in steps.items() if name.startswith("runtime")}
+        out.update({
+            f"speedup_vs_hf{suffix}_b1": round(latency[peer]["p50"] / latency["runtime"]["p50"], 3),
+            f"speedup_vs_hf{suffix}_b32": per["runtime"].get("32"),
+            f"speedup_vs_hf{suffix}_b1_unconstrained": round(latency[peer]["p50"]
+                                                             / latency["runtime-unconstrained"]["p50"], 3),
+            f"speedup_vs_hf{suffix}": per})
+    return out
 
 
 def format_table(res: dict[str, Any]) -> str:
@@ -203,8 +212,11 @@ def format_table(res: dict[str, Any]) -> str:
                  f"{res['latency_steps']} batch-1 steps only)")
     kv = res["kv_bytes_per_token"]
     lines.append("KV bytes/token: " + ", ".join(f"{k} {kv[k]:.0f} ({kv['vs_bf16'][k]}x bf16)" for k in RUNTIME_KINDS))
-    lines.append(f"speedup vs HF: b1 {res['speedup_vs_hf_b1']}x, b32 {res['speedup_vs_hf_b32']}x; "
+    lines.append(f"speedup vs HF (fp32): b1 {res['speedup_vs_hf_b1']}x, b32 {res['speedup_vs_hf_b32']}x; "
                  f"action-match delta vs plain (points): {res['action_match_delta']}")
+    for key in [k for k in res if k.startswith("speedup_vs_hf-") and k.endswith("_b1")]:
+        peer = key.removeprefix("speedup_vs_hf-").removesuffix("_b1")
+        lines.append(f"speedup vs HF ({peer}): b1 {res[key]}x, b32 {res[f'speedup_vs_hf-{peer}_b32']}x")
     lines.append("batch-1 breakdown (ms, medians): " + ", ".join(f"{k} {v}" for k, v in res["breakdown_ms_b1"].items()))
     if "agreement_runtime_vs_hf" in res:
         a = res["agreement_runtime_vs_hf"]

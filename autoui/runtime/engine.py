@@ -13,6 +13,7 @@ measure whether they pay), prefix caching. On CPU the decode step is plain eager
 """
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -38,6 +39,7 @@ class EngineConfig:
     cache_kind: str = "plain"
     attention: str = "auto"
     max_new_tokens: int = 32
+    prefill_dtype: str = "auto"  # "auto" | "same" | a torch dtype name: see `prefill_model`
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_seq_len", "max_new_tokens"):
@@ -46,16 +48,50 @@ class EngineConfig:
                 raise EngineError(f"EngineConfig.{name} must be a positive int, got {value!r}")
         if self.cache_kind not in CACHE_KINDS:
             raise EngineError(f"EngineConfig.cache_kind must be one of {CACHE_KINDS}, got {self.cache_kind!r}")
+        if self.prefill_dtype not in PREFILL_DTYPES:
+            raise EngineError(f"EngineConfig.prefill_dtype must be one of {PREFILL_DTYPES}, got {self.prefill_dtype!r}")
+
+
+PREFILL_DTYPES = ("auto", "same", "float32", "bfloat16", "float16")
+
+
+def cpu_has_amx() -> bool:
+    """True when this CPU multiplies bf16 matrices in hardware (Intel AMX tiles)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
+def auto_prefill_dtype(model) -> str:
+    """What "auto" means for `model`: "bfloat16" for an fp32 model on an AMX CPU, else "same"."""
+    amx = model.device.type == "cpu" and model.dtype == torch.float32 and cpu_has_amx()
+    return "bfloat16" if amx else "same"
+
+
+def prefill_model(model, prefill_dtype: str = "auto"):
+    """The model that runs prefills: `model` itself, or a copy of it in another dtype.
+
+    "auto" picks a bf16 copy for an fp32 model on a CPU with AMX: there, many-row matmuls
+    (vision tower, prefill) run ~5x faster in bf16, while the one-row matmuls of decoding
+    run ~3x slower, so decoding keeps the fp32 weights (measured: BENCHMARKS.md). The copy
+    costs half the fp32 weights' memory. Anywhere else "auto" means "same".
+    """
+    if prefill_dtype == "auto":
+        prefill_dtype = auto_prefill_dtype(model)
+    if prefill_dtype == "same" or getattr(torch, prefill_dtype) == model.dtype:
+        return model
+    twin = copy.deepcopy(model).to(getattr(torch, prefill_dtype)).eval()
+    log.info("prefill in %s, decode in %s", prefill_dtype, str(model.dtype).removeprefix("torch."))
+    return twin
 
 
 def cache_config(decoder_config, kind: str, dtype, device="cpu", max_batch: int = 1, max_seq_len: int = 8,
                  attention: str = "auto") -> CacheConfig:
-    """The engine's `CacheConfig` for a decoder: int4 groups shrink to fit small heads (head_dim < 64)."""
-    extra = {}
-    if kind == "int4":
-        extra["group_size"] = min(32, decoder_config.resolved_head_dim // 2)
+    """The engine's `CacheConfig` for a decoder (int4 groups: 64, or the whole head when it is smaller)."""
     return CacheConfig.for_decoder(decoder_config, kind=kind, dtype=dtype, device=device, max_batch=max_batch,
-                                   max_seq_len=max_seq_len, attention=attention, **extra)
+                                   max_seq_len=max_seq_len, attention=attention)
 
 
 @dataclass(eq=False)
@@ -79,6 +115,7 @@ class Engine:
         self.model = model.eval()
         self.config = config or EngineConfig()
         c = self.config
+        self.prefiller = prefill_model(self.model, c.prefill_dtype)
         self.cache = make_cache(cache_config(model.config.decoder, c.cache_kind, model.dtype, model.device,
                                              c.max_batch, c.max_seq_len, c.attention))
         self.eos_id, self.pad_id = model.config.eos_token_id, model.config.pad_token_id
@@ -150,13 +187,14 @@ class Engine:
         for b, r in enumerate(reqs):
             ids[b, : lens[b]] = torch.as_tensor(list(r.input_ids), dtype=torch.long)
         pixels = None
+        model = self.prefiller
         if reqs[0].pixel_values is not None:
-            pixels = torch.stack([r.pixel_values for r in reqs]).to(dev, self.model.dtype)  # [B, 3, S, S]
-        embeds = self.model.embed(pixels, ids.to(dev))  # [B, T, D], each screenshot encoded once
+            pixels = torch.stack([r.pixel_values for r in reqs]).to(dev, model.dtype)  # [B, 3, S, S]
+        embeds = model.embed(pixels, ids.to(dev))  # [B, T, D], each screenshot encoded once
         view = self.cache.view([r.slot for r in reqs], lens)
-        hidden = self.model.decoder(embeds, view.position_ids(), cache=view)  # [B, T, D]
+        hidden = model.decoder(embeds, view.position_ids(), cache=view)  # [B, T, D]
         last = hidden[torch.arange(len(reqs), device=dev), torch.tensor(lens, device=dev) - 1]  # [B, D]
-        self._choose(reqs, self.model.logits(last).float())
+        self._choose(reqs, model.logits(last).float())
 
     def _decode(self, reqs: list[Request]) -> None:
         """Feed each request its unseen tokens (one, or a run of grammar-forced ones) and choose the next."""

@@ -22,6 +22,7 @@ HF_CACHES = {
     "fp8": {"cache_implementation": "quantized", "cache_config": {"backend": "fp8"}},
 }
 """generate() keyword arguments of each HF cache this benchmark knows."""
+HF_QUANTIZED = ("quanto-int4", "fp8")
 
 
 class HFUnavailable(RuntimeError):

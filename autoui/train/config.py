@@ -92,6 +92,10 @@ class TrainConfig:
     plan: int = field(default=4, metadata=_help("action types in the plan (current + future)"))
     sample: dict[str, float] = field(default_factory=dict, metadata=_help(
         "keep only a fraction of some datasets' episodes, e.g. google_apps=0.1", parse=parse_sample_spec))
+    augment_shift: float = field(default=0.0, metadata=_help(
+        "translate each screenshot (and its taps) by up to this fraction of the screen, so taps must be grounded in pixels"))
+    augment_text: float = field(default=0.0, metadata=_help(
+        "probability of replacing each typed text that the goal quotes by random text of the same shape"))
     shuffle_buffer: int = field(default=2000, metadata=_help("samples held in the streaming shuffle buffer"))
     workers: int = field(default=0, metadata=_help("DataLoader workers decoding shards in parallel (per process)"))
     val_data: tuple[str, ...] = field(default=(), metadata=_help("validation data dirs, comma-separated", parse=_paths))
@@ -123,6 +127,8 @@ class TrainConfig:
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 0, f"TrainConfig.{name} must be an int >= 0, got {value!r}")
         _check(self.plan >= 1, f"TrainConfig.plan must be >= 1, got {self.plan}")
+        _check(0.0 <= self.augment_shift < 0.5, f"TrainConfig.augment_shift must be in [0, 0.5), got {self.augment_shift}")
+        _check(0.0 <= self.augment_text <= 1.0, f"TrainConfig.augment_text must be in [0, 1], got {self.augment_text}")
         _check(self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr}")
         _check(0.0 <= self.min_lr_ratio <= 1.0, f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         _check(self.weight_decay >= 0 and self.max_grad_norm >= 0, "weight_decay and max_grad_norm must be >= 0")

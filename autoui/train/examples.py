@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from autoui.data.collate import collate
 from autoui.model.preprocess import ScreenPreprocessor
 from autoui.model.prompt import PromptError, PromptLimits, build_training_example, target_ids
+from autoui.train.augment import Augment
 
 
 @dataclass
@@ -22,6 +23,7 @@ class ExampleBuilder:
     fmt: str = "compact"
     with_plan: bool = True
     limits: PromptLimits = field(default_factory=PromptLimits)
+    augment: Augment = field(default_factory=Augment)
 
     def __post_init__(self) -> None:
         self.preprocess = ScreenPreprocessor.from_config(self.config)
@@ -35,6 +37,7 @@ class ExampleBuilder:
         return True
 
     def __call__(self, sample: Any) -> dict[str, Any]:
+        sample = self.augment(sample)
         input_ids, labels = build_training_example(self.tokenizer, self.config, sample, self.fmt,
                                                    self.with_plan, self.limits)
         pixels, _ = self.preprocess(sample.image)  # [3, S, S]

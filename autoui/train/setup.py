@@ -18,6 +18,7 @@ from autoui.model.config import load_preset
 from autoui.model.prompt import check_ids
 from autoui.model.tokenizer import TOKENIZER_FILE, ActionTokenizer
 from autoui.model.vlm import AutoUIModel
+from autoui.train.augment import Augment
 from autoui.train.config import TrainConfig
 from autoui.train.examples import BatchCollator, ExampleBuilder
 from autoui.train.predict import eval_pairs
@@ -133,5 +134,6 @@ def load_val_pairs(cfg: TrainConfig) -> list[tuple[Any, Any]]:
 
 def make_builder(cfg: TrainConfig, tokenizer: ActionTokenizer, model_config: Any) -> ExampleBuilder:
     """The per-sample example builder used by the training DataLoader."""
-    return ExampleBuilder(tokenizer, model_config, fmt=cfg.fmt, with_plan=cfg.with_plan)
+    augment = Augment(shift=cfg.augment_shift, text_swap=cfg.augment_text, seed=cfg.seed)
+    return ExampleBuilder(tokenizer, model_config, fmt=cfg.fmt, with_plan=cfg.with_plan, augment=augment)
 

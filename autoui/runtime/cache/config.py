@@ -58,7 +58,7 @@ class CacheConfig:
     max_batch: int = 1
     max_seq_len: int = 2048
     device: str | torch.device = "cpu"
-    group_size: int = 32
+    group_size: int | None = None  # int4: elements per scale/offset; None = min(64, head_dim)
     scale_dtype: str | torch.dtype = torch.float16
     attention: str = "auto"
 
@@ -67,6 +67,8 @@ class CacheConfig:
             raise CacheConfigError(f"kind must be one of {CACHE_KINDS}, got {self.kind!r}")
         if self.attention not in ATTENTION_CHOICES:
             raise CacheConfigError(f"attention must be one of {ATTENTION_CHOICES}, got {self.attention!r}")
+        if self.group_size is None and isinstance(self.head_dim, int):
+            self.group_size = min(64, self.head_dim)
         for name in ("n_layers", "n_kv_heads", "head_dim", "max_batch", "max_seq_len", "group_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -79,10 +81,10 @@ class CacheConfig:
             self.device = torch.device(self.device)
         except (RuntimeError, TypeError) as exc:
             raise CacheConfigError(f"device {self.device!r} is not a torch device ({exc})") from None
-        if self.kind == "int4" and self.head_dim % (2 * self.group_size) != 0:
-            # values are packed as (first half, second half) of head_dim; groups must not straddle halves
+        if self.kind == "int4" and (self.head_dim % 2 or self.head_dim % self.group_size):
+            # two values per byte, and whole groups per vector (a group may span both packed halves)
             raise CacheConfigError(
-                f"int4 needs head_dim divisible by 2*group_size, got head_dim={self.head_dim}, "
+                f"int4 needs an even head_dim divisible by group_size, got head_dim={self.head_dim}, "
                 f"group_size={self.group_size}")
         if self.kind == "fp8" and not hasattr(torch, "float8_e4m3fn"):
             raise CacheConfigError(f"kind='fp8' needs torch.float8_e4m3fn (torch {torch.__version__} lacks it)")

@@ -7,7 +7,8 @@ scale the values were computed with.
 
 int4 packing: byte j of a vector holds element j in its low nibble and element j + D/2
 in its high nibble ("split halves"), so a kernel can work on the two halves without
-interleaving.
+interleaving. Groups are counted over the unpacked elements, so a group may cover parts of
+both halves (e.g. one group of 64 for head_dim 64).
 """
 from __future__ import annotations
 
@@ -50,8 +51,8 @@ def dequantize_fp8(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> 
 
 def _groups(x: torch.Tensor, group_size: int) -> torch.Tensor:
     d = x.shape[-1]
-    if d % (2 * group_size) != 0:
-        raise ValueError(f"int4 needs the last dim ({d}) divisible by 2*group_size ({2 * group_size})")
+    if d % 2 or d % group_size:
+        raise ValueError(f"int4 needs an even last dim ({d}) divisible by group_size ({group_size})")
     return x.float().reshape(*x.shape[:-1], d // group_size, group_size)  # [..., G, gs]
 
 
