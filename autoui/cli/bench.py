@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes for steps/s")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="the runtime's weights (auto: bf16 on CUDA, fp32 + bf16 prefill on AMX CPUs); HF runs fp32 and, if different, this")
+                   help="the runtime's weights (auto: bf16 on CUDA, fp32 + bf16 prefill on AMX CPUs); "
+                        "HF runs fp32 and, if different, this")
     p.add_argument("--threads", type=int, default=0, help="torch threads for every method (0: torch's default)")
     p.add_argument("--eval-steps", type=int, default=64, help="held-out steps scored for action match")
     p.add_argument("--latency-steps", type=int, default=24, help="batch-1 steps timed per method")
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"no --model given and no shipped model in {DEFAULT_MODEL_DIR}")
     try:
         cfg = BenchConfig(model=model, data=args.data, batches=_batches(args.batches), device=args.device,
-                          threads=args.threads, dtype=args.dtype, eval_steps=args.eval_steps, latency_steps=args.latency_steps,
+                          threads=args.threads, dtype=args.dtype, eval_steps=args.eval_steps,
+                          latency_steps=args.latency_steps,
                           repeats=args.repeats, max_new_tokens=args.max_new_tokens, fmt=args.fmt,
                           hf=not args.no_hf, hf_quantized=not args.no_hf_quantized)
         result = run_bench(cfg)

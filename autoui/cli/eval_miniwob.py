@@ -17,7 +17,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--kv-cache", default="plain", choices=["plain", "int8", "int4", "fp8"],
                    help="KV-cache storage of the model's runtime (--policy model)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="weights' dtype when serving the model (auto: bf16 on CUDA, fp32 on CPU with a bf16 prefill on AMX CPUs)")
+                   help="weights' dtype when serving the model "
+                        "(auto: bf16 on CUDA, fp32 on CPU with a bf16 prefill on AMX CPUs)")
     add_suite_arguments(p, episodes=10, seed=1000)
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--data-mode", default="test", choices=["train", "test"], help="MiniWoB's problem distribution")

@@ -114,7 +114,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         if export_dir is not None:
             shutil.rmtree(export_dir, ignore_errors=True)
     res["unavailable"] = skipped
-    res.update(device=device_name(device), date=today(), runtime_dtype=str(model.dtype).removeprefix("torch."), threads=torch.get_num_threads(), model=str(cfg.model),
+    res.update(device=device_name(device), date=today(), runtime_dtype=str(model.dtype).removeprefix("torch."),
+               threads=torch.get_num_threads(), model=str(cfg.model),
                data=str(cfg.data), fmt=cfg.fmt, max_new_tokens=cfg.max_new_tokens, batches=list(cfg.batches),
                torch=torch.__version__, notes=list(cfg.notes) + NOTES)
     return res
