@@ -79,10 +79,12 @@ _TRITON_SCRIPT = textwrap.dedent("""
     from autoui.runtime.attention.triton_decode import triton_decode_attention
     torch.manual_seed(0)
     worst = 0.0
-    for kind, (hq, hkv, d, gs) in [("int8", (4, 2, 64, 32)), ("int4", (6, 2, 64, 16)), ("int4", (2, 2, 32, 16)),
-                                     ("int4", (4, 2, 64, 64)), ("int4", (2, 2, 128, 32))]:
+    # (kind, (q heads, kv heads, head_dim, key group, value group)); a group may span both packed halves
+    for kind, (hq, hkv, d, gs, gv) in [("int8", (4, 2, 64, 32, 32)), ("int4", (6, 2, 64, 16, 16)),
+                                       ("int4", (2, 2, 32, 16, 32)), ("int4", (4, 2, 64, 32, 64)),
+                                       ("int4", (4, 2, 64, 64, 16)), ("int4", (2, 2, 128, 32, 64))]:
         cache = make_cache(CacheConfig(kind=kind, n_layers=1, n_kv_heads=hkv, head_dim=d, max_batch=4,
-                                       max_seq_len=300, group_size=gs, attention="triton"))
+                                       max_seq_len=300, group_size=gs, value_group_size=gv, attention="triton"))
         slots = cache.allocate(3)
         lens = [70, 260, 5]
         t = max(lens)
@@ -100,7 +102,7 @@ _TRITON_SCRIPT = textwrap.dedent("""
         parts = (cache.k[0], cache.v[0], cache.k_scale[0], cache.v_scale[0],
                  cache.k_offset[0] if int4 else None, cache.v_offset[0] if int4 else None)
         split = triton_decode_attention(q[:, :, 0], parts, view.slot_index, view.k_len, gs, int4, view.max_len,
-                                        splits=4)
+                                        splits=4, value_group_size=gv)
         worst = max(worst, (split - ref[:, :, 0]).abs().max().item())
     print("MAXERR", worst)
 """)

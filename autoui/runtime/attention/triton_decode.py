@@ -41,12 +41,13 @@ def _merge_splits(mid_o: torch.Tensor, mid_m: torch.Tensor, mid_l: torch.Tensor)
 
 def triton_decode_attention(q: torch.Tensor, parts: tuple, slots: torch.Tensor, lens: torch.Tensor,
                             group_size: int, int4: bool, max_len: int, block_n: int = 32,
-                            splits: int | None = None) -> torch.Tensor:
+                            splits: int | None = None, value_group_size: int | None = None) -> torch.Tensor:
     """q [B, Hq, D] over one layer's quantized buffers -> [B, Hq, D] in q's dtype.
 
     parts: (k, v, k_scale, v_scale, k_offset, v_offset) of one layer, laid out
     [slot, token, kv_head, ...]; offsets are None for int8. `lens` [B] counts the keys of
-    each sequence (the new token included), `slots` [B] where each sequence lives.
+    each sequence (the new token included), `slots` [B] where each sequence lives. int4 keys
+    come in groups of `group_size`, values of `value_group_size` (default: the same).
     """
     k, v, ks, vs, ko, vo = parts
     B, Hq, D = q.shape
@@ -69,8 +70,8 @@ def triton_decode_attention(q: torch.Tensor, parts: tuple, slots: torch.Tensor, 
         q, k, v, ks, vs, ko, vo, slots.to(torch.int32), lens.to(torch.int32), mid_o, mid_m, mid_l,
         1.0 / math.sqrt(D),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), ks.stride(0), ks.stride(1), ks.stride(2),
-        mid_m.stride(0), mid_m.stride(1), mid_m.stride(2),
-        G=G, HALF=D // 2, GS=group_size, INT4=int4, BLOCK_G=max(16, triton.next_power_of_2(G)),
+        vs.stride(0), vs.stride(1), vs.stride(2), mid_m.stride(0), mid_m.stride(1), mid_m.stride(2),
+        G=G, HALF=D // 2, GS=group_size, GS_V=value_group_size or group_size, INT4=int4, BLOCK_G=max(16, triton.next_power_of_2(G)),
         BLOCK_N=block_n, CHUNK=chunk,
     )
     return _merge_splits(mid_o, mid_m, mid_l).to(q.dtype)
@@ -91,5 +92,5 @@ class TritonQuantDecodeAttention:
         parts = (cache.k[layer], cache.v[layer], cache.k_scale[layer], cache.v_scale[layer],
                  cache.k_offset[layer] if int4 else None, cache.v_offset[layer] if int4 else None)
         out = triton_decode_attention(q[:, :, 0], parts, view.slot_index, view.k_len, cache.config.group_size,
-                                      int4, view.max_len)
+                                      int4, view.max_len, value_group_size=cache.config.value_group_size)
         return out[:, :, None]  # [B, Hq, 1, D]

@@ -33,8 +33,8 @@ def load_half_pair(data, scale, offset, row, srow, mask_n, offs_h,
 
 @triton.jit
 def decode_kernel(Q, K, V, KS, VS, KO, VO, Slots, Lens, MidO, MidM, MidL, sm_scale,
-                  s_qb, s_qh, s_ds, s_dt, s_dh, s_ss, s_st, s_sh, s_mb, s_mh, s_ms,
-                  G: tl.constexpr, HALF: tl.constexpr, GS: tl.constexpr, INT4: tl.constexpr,
+                  s_qb, s_qh, s_ds, s_dt, s_dh, s_ss, s_st, s_sh, s_vs, s_vt, s_vh, s_mb, s_mh, s_ms,
+                  G: tl.constexpr, HALF: tl.constexpr, GS: tl.constexpr, GS_V: tl.constexpr, INT4: tl.constexpr,
                   BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr):
     """Partial decode attention of one (sequence, kv head, split): writes MidO/MidM/MidL."""
     b = tl.program_id(0)
@@ -61,7 +61,8 @@ def decode_kernel(Q, K, V, KS, VS, KO, VO, Slots, Lens, MidO, MidM, MidL, sm_sca
         offs_n = n0 + tl.arange(0, BLOCK_N)
         mask_n = offs_n < end
         row = slot * s_ds + offs_n.to(tl.int64) * s_dt + kvh * s_dh
-        srow = slot * s_ss + offs_n.to(tl.int64) * s_st + kvh * s_sh
+        srow = slot * s_ss + offs_n.to(tl.int64) * s_st + kvh * s_sh  # key scales/offsets
+        vrow = slot * s_vs + offs_n.to(tl.int64) * s_vt + kvh * s_vh  # value scales/offsets
         k_lo, k_hi = load_half_pair(K, KS, KO, row, srow, mask_n, offs_h, HALF, GS, INT4)
         qk = tl.dot(q_lo, tl.trans(k_lo), input_precision="ieee")
         qk += tl.dot(q_hi, tl.trans(k_hi), input_precision="ieee")  # [BLOCK_G, BLOCK_N]
@@ -70,7 +71,7 @@ def decode_kernel(Q, K, V, KS, VS, KO, VO, Slots, Lens, MidO, MidM, MidL, sm_sca
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(qk - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v_lo, v_hi = load_half_pair(V, VS, VO, row, srow, mask_n, offs_h, HALF, GS, INT4)
+        v_lo, v_hi = load_half_pair(V, VS, VO, row, vrow, mask_n, offs_h, HALF, GS_V, INT4)
         acc_lo = acc_lo * alpha[:, None] + tl.dot(p, v_lo, input_precision="ieee")
         acc_hi = acc_hi * alpha[:, None] + tl.dot(p, v_hi, input_precision="ieee")
         m_i = m_new

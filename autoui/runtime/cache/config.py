@@ -43,7 +43,8 @@ class CacheConfig:
     """What a KV cache stores and where.
 
     kind: "plain" (dtype as is), "int8" (per token and head, symmetric), "int4" (groups of
-    `group_size` along head_dim with scale and minimum, two values per byte) or "fp8"
+    `group_size` (keys) / `value_group_size` (values) along head_dim with scale and minimum,
+    two values per byte) or "fp8"
     (e4m3 with a per token-and-head scale). `dtype` is the model's dtype: the storage type
     of a plain cache, the type quantized values are restored to otherwise. `max_batch`
     slots each hold one sequence of up to `max_seq_len` tokens. `attention` forces a
@@ -58,7 +59,8 @@ class CacheConfig:
     max_batch: int = 1
     max_seq_len: int = 2048
     device: str | torch.device = "cpu"
-    group_size: int | None = None  # int4: elements per scale/offset; None = min(64, head_dim)
+    group_size: int | None = None  # int4 keys: elements per scale/offset; None = min(32, head_dim)
+    value_group_size: int | None = None  # int4 values; None = min(64, head_dim)
     scale_dtype: str | torch.dtype = torch.float16
     attention: str = "auto"
 
@@ -67,9 +69,12 @@ class CacheConfig:
             raise CacheConfigError(f"kind must be one of {CACHE_KINDS}, got {self.kind!r}")
         if self.attention not in ATTENTION_CHOICES:
             raise CacheConfigError(f"attention must be one of {ATTENTION_CHOICES}, got {self.attention!r}")
-        if self.group_size is None and isinstance(self.head_dim, int):
-            self.group_size = min(64, self.head_dim)
-        for name in ("n_layers", "n_kv_heads", "head_dim", "max_batch", "max_seq_len", "group_size"):
+        if isinstance(self.head_dim, int):
+            # keys carry per-channel outliers: finer groups for them (KIVI's observation), coarser for values
+            self.group_size = min(32, self.head_dim) if self.group_size is None else self.group_size
+            self.value_group_size = min(64, self.head_dim) if self.value_group_size is None else self.value_group_size
+        for name in ("n_layers", "n_kv_heads", "head_dim", "max_batch", "max_seq_len", "group_size",
+                     "value_group_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise CacheConfigError(f"{name} must be a positive int, got {value!r}")
@@ -81,11 +86,12 @@ class CacheConfig:
             self.device = torch.device(self.device)
         except (RuntimeError, TypeError) as exc:
             raise CacheConfigError(f"device {self.device!r} is not a torch device ({exc})") from None
-        if self.kind == "int4" and (self.head_dim % 2 or self.head_dim % self.group_size):
+        if self.kind == "int4" and (self.head_dim % 2 or self.head_dim % self.group_size
+                                    or self.head_dim % self.value_group_size):
             # two values per byte, and whole groups per vector (a group may span both packed halves)
             raise CacheConfigError(
-                f"int4 needs an even head_dim divisible by group_size, got head_dim={self.head_dim}, "
-                f"group_size={self.group_size}")
+                f"int4 needs an even head_dim divisible by both group sizes, got head_dim={self.head_dim}, "
+                f"group_size={self.group_size}, value_group_size={self.value_group_size}")
         if self.kind == "fp8" and not hasattr(torch, "float8_e4m3fn"):
             raise CacheConfigError(f"kind='fp8' needs torch.float8_e4m3fn (torch {torch.__version__} lacks it)")
 

@@ -70,39 +70,39 @@ class FP8KVCache(_ScaledKVCache):
 
 
 class Int4KVCache(KVCache):
-    """Grouped asymmetric int4 (groups of `group_size` along head_dim), two values per byte.
+    """Grouped asymmetric int4 along head_dim, two values per byte.
 
-    data [L, S, T, Hkv, D/2] uint8; scale and offset [L, S, T, Hkv, D/group_size].
-    Asymmetric beat symmetric on measured reconstruction error (docs/runtime.md).
+    data [L, S, T, Hkv, D/2] uint8; scale and offset [L, S, T, Hkv, D/group] with keys in
+    groups of `group_size` (32) and values of `value_group_size` (64): 0.297x of bf16 at
+    head_dim 64. Asymmetric beat symmetric on measured reconstruction error (docs/runtime.md).
     """
 
     kind = "int4"
 
     def __init__(self, config: CacheConfig):
         c = config
-        groups = c.head_dim // c.group_size
+        self.groups = (c.group_size, c.value_group_size)  # keys, values
         self.k = torch.zeros(_shape(c, c.head_dim // 2), dtype=torch.uint8, device=c.device)
         self.v = torch.zeros_like(self.k)
-        self.k_scale = torch.zeros(_shape(c, groups), dtype=c.scale_dtype, device=c.device)
-        self.v_scale = torch.zeros_like(self.k_scale)
+        self.k_scale = torch.zeros(_shape(c, c.head_dim // c.group_size), dtype=c.scale_dtype, device=c.device)
+        self.v_scale = torch.zeros(_shape(c, c.head_dim // c.value_group_size), dtype=c.scale_dtype, device=c.device)
         self.k_offset = torch.zeros_like(self.k_scale)
-        self.v_offset = torch.zeros_like(self.k_scale)
+        self.v_offset = torch.zeros_like(self.v_scale)
         super().__init__(config)
 
     def _parts(self):
         return ((self.k, self.k_scale, self.k_offset), (self.v, self.v_scale, self.v_offset))
 
     def _write(self, layer, slot_idx, pos_idx, k, v):
-        for (data, scale, offset), x in zip(self._parts(), (k, v)):
-            q, s, o = quant.quantize_int4(x, self.config.group_size, self.config.scale_dtype)
+        for (data, scale, offset), x, gs in zip(self._parts(), (k, v), self.groups):
+            q, s, o = quant.quantize_int4(x, gs, self.config.scale_dtype)
             data[layer, slot_idx, pos_idx] = q
             scale[layer, slot_idx, pos_idx] = s
             offset[layer, slot_idx, pos_idx] = o
 
     def _gather(self, layer, sel, length, dtype):
-        gs = self.config.group_size
         return tuple(quant.dequantize_int4(*(self._rows(t, layer, sel, length) for t in part), gs, dtype)
-                     for part in self._parts())
+                     for part, gs in zip(self._parts(), self.groups))
 
     def _buffers(self):
         return [t for part in self._parts() for t in part]
