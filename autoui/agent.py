@@ -109,6 +109,7 @@ class RuntimeOptions:
     kv_cache: str = "plain"
     constrained: bool = True
     prefill_dtype: str = "auto"  # see autoui.runtime.engine.prefill_model: bf16 prefill on AMX CPUs
+    type_from_goal: bool = False  # typed text must be a span the goal quotes (autoui.runtime.copy_text)
 
     def __post_init__(self) -> None:
         from autoui.runtime.engine import PREFILL_DTYPES
@@ -151,18 +152,21 @@ def _engine(model: Any, batch: int, kv_cache: str, constraint: Any, prefill_dtyp
 
 def generate_ids(model: Any, pixel_values: torch.Tensor, input_ids: torch.Tensor, max_new_tokens: int,
                  eos_token_id: int, constraint: Any = None, kv_cache: str = "plain",
-                 prefill_dtype: str = "auto") -> torch.Tensor:
+                 prefill_dtype: str = "auto", type_candidates: Sequence[Any] | None = None) -> torch.Tensor:
     """New token ids [B, n] (pad after a row's eos) for prompts [B, T] (no padding) and screens [B, 3, S, S].
 
     The serving path: the runtime engine with a `kv_cache` cache, greedy, under
-    `constraint` (an `ActionConstraint`) when given; `prefill_dtype` as in `RuntimeOptions`.
+    `constraint` (an `ActionConstraint`) when given; `prefill_dtype` as in `RuntimeOptions`;
+    `type_candidates[b]` (strings, or None) limits row b's typed text (needs a compact constraint).
     """
     from autoui.runtime.engine import Request
 
     if eos_token_id != model.config.eos_token_id:
         raise ValueError(f"eos_token_id {eos_token_id} differs from the model's {model.config.eos_token_id}")
     engine = _engine(model, input_ids.shape[0], kv_cache, constraint, prefill_dtype)
-    reqs = [Request(row.tolist(), px, max_new_tokens=max_new_tokens) for row, px in zip(input_ids.cpu(), pixel_values)]
+    cands = list(type_candidates) if type_candidates is not None else [None] * input_ids.shape[0]
+    reqs = [Request(row.tolist(), px, max_new_tokens=max_new_tokens, type_candidates=c)
+            for row, px, c in zip(input_ids.cpu(), pixel_values, cands)]
     try:
         rows = engine.generate(reqs)
     finally:
@@ -190,9 +194,15 @@ def predict_action(model: Any, tokenizer: ActionTokenizer, screen: Any, goal: st
     input_ids = torch.tensor([ids], dtype=torch.long, device=device)  # [1, T]
     pixel_values = pixels[None].to(device=device, dtype=next(model.parameters()).dtype)  # [1, 3, S, S]
     constraint = action_constraint(tokenizer, fmt) if runtime.constrained else None
+    cands = None
+    if runtime.type_from_goal and constraint is not None:
+        from autoui.runtime.copy_text import goal_quotes
+
+        cands = [goal_quotes(goal) or None]
     with torch.no_grad():
         new = generate_ids(model, pixel_values, input_ids, limits.max_target_tokens, tokenizer.eos_id,
-                           constraint=constraint, kv_cache=runtime.kv_cache, prefill_dtype=runtime.prefill_dtype)
+                           constraint=constraint, kv_cache=runtime.kv_cache, prefill_dtype=runtime.prefill_dtype,
+                           type_candidates=cands)
     row = new[0].tolist()
     raw = decode_text(tokenizer, row)
     log.debug("generated %d tokens: %r", len(row), raw)
@@ -228,13 +238,13 @@ class ModelPolicy:
 @register_policy("model")
 def _model_policy(env: Any, model_path: str | Path | None = None, model_dir: str | Path | None = None,
                   fmt: str = "compact", device: str = "cpu", kv_cache: str = "plain",
-                  constrained: bool = True, dtype: str = "auto") -> ModelPolicy:
+                  constrained: bool = True, dtype: str = "auto", type_from_goal: bool = False) -> ModelPolicy:
     """`make_policy("model", env, model_path=DIR)` (`model_dir` is an alias; default: `default_model_dir()`)."""
     directory = model_path or model_dir or default_model_dir()
     if directory is None:
         raise ValueError(f"the model policy needs model_path=DIR (a directory from save_pretrained); "
                          f"no shipped model at {DEFAULT_MODEL_DIR}")
-    runtime = RuntimeOptions(kv_cache=kv_cache, constrained=constrained)
+    runtime = RuntimeOptions(kv_cache=kv_cache, constrained=constrained, type_from_goal=type_from_goal)
     model, tokenizer = load_agent(directory, device=device, dtype=dtype)
     return ModelPolicy(model, tokenizer, fmt, runtime=runtime)
 

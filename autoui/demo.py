@@ -48,7 +48,8 @@ def _live_policy_name() -> tuple[str, dict]:
         return "expert", {}
     model_dir = default_model_dir()
     if model_dir is not None:
-        return "model", {"model_dir": str(model_dir)}
+        # typed text copied from the goal's quotes (autoui.runtime.copy_text): MiniWoB goals quote it
+        return "model", {"model_dir": str(model_dir), "type_from_goal": True}
     return "expert", {}
 
 

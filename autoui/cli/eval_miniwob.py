@@ -19,6 +19,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights' dtype when serving the model "
                         "(auto: bf16 on CUDA, fp32 on CPU with a bf16 prefill on AMX CPUs)")
+    p.add_argument("--type-from-goal", action="store_true",
+                   help="the model's typed text must be a span the goal quotes (--policy model)")
     add_suite_arguments(p, episodes=10, seed=1000)
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--data-mode", default="test", choices=["train", "test"], help="MiniWoB's problem distribution")
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if policy == "model":
         options["kv_cache"] = args.kv_cache
         options["dtype"] = args.dtype
+        options["type_from_goal"] = args.type_from_goal
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     try:
         suite = load_suite(args.suite)

@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=96, help="generation limit (an action is ~4-80 tokens)")
     p.add_argument("--json", action="store_true", help="print a JSON object (with pixel coordinates)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--type-from-goal", action="store_true",
+                   help="typed text must be a span the goal quotes (as written, upper or lower case)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights' dtype (auto: bf16 on CUDA, fp32 on CPU with a bf16 prefill on AMX CPUs)")
     p.add_argument("--kv-cache", choices=("plain", "int8", "int4", "fp8"), default="plain",
@@ -87,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:  # ConfigError, TokenizerError, missing files...
         raise CLIError(f"cannot load model from {args.model}: {exc}") from None
     try:
-        runtime = RuntimeOptions(kv_cache=args.kv_cache, constrained=not args.unconstrained)
+        runtime = RuntimeOptions(kv_cache=args.kv_cache, constrained=not args.unconstrained,
+                                 type_from_goal=args.type_from_goal)
         pred = predict_action(model, tokenizer, args.image, args.goal, history, args.format, limits, runtime)
     except ActionParseError as exc:
         # the message ends with the raw text (repr, cut at 200 chars)

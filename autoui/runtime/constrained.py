@@ -118,6 +118,7 @@ class ActionConstraint:
         self.fmt, self.plan, self.eos_id, self.vocab_size = fmt, plan, eos_id, vocab
         self.dfa = dfa = action_dfa(fmt, plan)
         pieces = [None if i == eos_id else p for i, p in enumerate(pieces)]
+        self.pieces = pieces  # each token's text (None: special), e.g. for autoui.runtime.copy_text
         table = _transitions(dfa, pieces)
         dist = _distances(table, dfa.accepting)
         if dist[0] == UNREACHABLE:

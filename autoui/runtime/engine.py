@@ -106,6 +106,7 @@ class Request:
     done: bool = False
     slot: int = -1
     grammar_state: int = 0
+    type_candidates: tuple[str, ...] | None = None  # typed text must be one of these (see copy_text)
 
 
 class Engine:
@@ -123,6 +124,11 @@ class Engine:
             raise EngineError(f"the constraint's eos id {constraint.eos_id} differs from the model's {self.eos_id}")
         self.constraint = constraint
         self._forced = constraint.forced() if constraint is not None else {}
+        self._typed = None
+        if constraint is not None and constraint.fmt == "compact":
+            from autoui.runtime.copy_text import TypedTextFilter
+
+            self._typed = TypedTextFilter(constraint.pieces, constraint.eos_id, constraint.plan)
         self.waiting: list[Request] = []
         self.active: list[Request] = []
 
@@ -221,6 +227,7 @@ class Engine:
             state = ConstraintState(self.constraint, 0)
             state.states = [r.grammar_state for r in reqs]
             logits = state.mask_logits(logits, [r.max_new_tokens - len(r.tokens) for r in reqs])
+            logits = self._copy_from_goal(reqs, logits)
         ids = logits.argmax(-1).tolist()
         if state is not None:
             state.advance(ids)
@@ -231,6 +238,21 @@ class Engine:
             r.done = t == self.eos_id or len(r.tokens) >= r.max_new_tokens
             if self.constraint is not None:
                 self._jump_forward(r)
+
+    def _copy_from_goal(self, reqs: list[Request], logits: torch.Tensor) -> torch.Tensor:
+        """Keep typed text on each request's candidates, where the grammar leaves a choice that does."""
+        if self._typed is None or not any(r.type_candidates for r in reqs):
+            return logits
+        for b, r in enumerate(reqs):
+            if not r.type_candidates:
+                continue
+            mask = self._typed.allowed(r.tokens, r.type_candidates, logits.shape[1])
+            if mask is None:
+                continue
+            mask = mask.to(logits.device) & torch.isfinite(logits[b])
+            if bool(mask.any()):  # never strand a request: with no overlap the grammar alone decides
+                logits[b] = logits[b].masked_fill(~mask, float("-inf"))
+        return logits
 
     def _jump_forward(self, r: Request) -> None:
         """Append the tokens the grammar forces (no logits needed; the same tokens greedy would pick).
