@@ -90,6 +90,17 @@ def load_agent(directory: str | Path, device: str = "cpu", dtype: str = "auto") 
     return model, tokenizer
 
 
+def trained_format(directory: str | Path, default: str = "compact") -> str:
+    """The action format a saved model was trained with (its train_config.json "fmt"), else `default`."""
+    import json
+
+    try:
+        fmt = json.loads((Path(directory) / "train_config.json").read_text()).get("fmt")
+    except (OSError, ValueError, AttributeError):
+        return default
+    return fmt if fmt in ("compact", "autoui") else default
+
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default-model"
 KV_CACHE_KINDS = ("plain", "int8", "int4", "fp8")
@@ -237,16 +248,19 @@ class ModelPolicy:
 
 @register_policy("model")
 def _model_policy(env: Any, model_path: str | Path | None = None, model_dir: str | Path | None = None,
-                  fmt: str = "compact", device: str = "cpu", kv_cache: str = "plain",
+                  fmt: str | None = None, device: str = "cpu", kv_cache: str = "plain",
                   constrained: bool = True, dtype: str = "auto", type_from_goal: bool = False) -> ModelPolicy:
-    """`make_policy("model", env, model_path=DIR)` (`model_dir` is an alias; default: `default_model_dir()`)."""
+    """`make_policy("model", env, model_path=DIR)` (`model_dir` is an alias; default: `default_model_dir()`).
+
+    `fmt` None: the format the model was trained with (`trained_format`).
+    """
     directory = model_path or model_dir or default_model_dir()
     if directory is None:
         raise ValueError(f"the model policy needs model_path=DIR (a directory from save_pretrained); "
                          f"no shipped model at {DEFAULT_MODEL_DIR}")
     runtime = RuntimeOptions(kv_cache=kv_cache, constrained=constrained, type_from_goal=type_from_goal)
     model, tokenizer = load_agent(directory, device=device, dtype=dtype)
-    return ModelPolicy(model, tokenizer, fmt, runtime=runtime)
+    return ModelPolicy(model, tokenizer, fmt or trained_format(directory), runtime=runtime)
 
 
 def _json_or_text(line: str) -> Any:

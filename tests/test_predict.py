@@ -168,3 +168,15 @@ def test_the_model_is_a_registered_policy(model_dir, forced_output, monkeypatch)
     monkeypatch.setattr("autoui.agent.DEFAULT_MODEL_DIR", model_dir.parent / "no-model-here")
     with pytest.raises(ValueError, match="model_path"):
         make_policy("model", None)
+
+
+def test_trained_format_comes_from_the_checkpoint(tmp_path):
+    from autoui.agent import trained_format
+
+    assert trained_format(tmp_path) == "compact"  # no train_config.json
+    (tmp_path / "train_config.json").write_text('{"fmt": "autoui", "steps": 3}')
+    assert trained_format(tmp_path) == "autoui"
+    (tmp_path / "train_config.json").write_text("not json")
+    assert trained_format(tmp_path, default="autoui") == "autoui"
+    (tmp_path / "train_config.json").write_text('{"fmt": "yaml"}')
+    assert trained_format(tmp_path) == "compact"

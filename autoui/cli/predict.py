@@ -33,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image", required=True, type=Path, help="screenshot (PNG/JPEG) of any size")
     p.add_argument("--goal", required=True, help="the task in words")
     p.add_argument("--history", type=Path, help="earlier actions: JSON list or lines of action strings or Action dicts")
-    p.add_argument("--format", choices=("compact", "autoui"), default="compact",
-                   help="action format the model was trained with (prompt history and output)")
+    p.add_argument("--format", choices=("compact", "autoui"), default=None,
+                   help="action format of the prompt history and output (default: the one the model was "
+                        "trained with, from its train_config.json; else compact)")
     p.add_argument("--max-history", type=int, default=8, help="most recent actions kept in the prompt")
     p.add_argument("--max-new-tokens", type=int, default=96, help="generation limit (an action is ~4-80 tokens)")
     p.add_argument("--json", action="store_true", help="print a JSON object (with pixel coordinates)")
@@ -74,7 +75,7 @@ def _inputs(args: argparse.Namespace) -> list:
 def run(args: argparse.Namespace) -> int:
     """Load the model, predict one action, print it. Returns the exit code."""
     from autoui.actions import ActionParseError
-    from autoui.agent import RuntimeOptions, load_agent, predict_action
+    from autoui.agent import RuntimeOptions, load_agent, predict_action, trained_format
     from autoui.model.preprocess import ScreenError
     from autoui.model.prompt import PromptError, PromptLimits
     from autoui.model.tokenizer import TokenizerError
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         runtime = RuntimeOptions(kv_cache=args.kv_cache, constrained=not args.unconstrained,
                                  type_from_goal=args.type_from_goal)
-        pred = predict_action(model, tokenizer, args.image, args.goal, history, args.format, limits, runtime)
+        fmt = args.format or trained_format(args.model)
+        pred = predict_action(model, tokenizer, args.image, args.goal, history, fmt, limits, runtime)
     except ActionParseError as exc:
         # the message ends with the raw text (repr, cut at 200 chars)
         raise CLIError(f"model output is not a valid action: {exc}") from None
