@@ -57,6 +57,7 @@ def test_run_episode_records_steps_and_success(env):
     obs, action = result.steps[0]
     assert obs.goal == result.goal and action.is_tap and not obs.done
     assert result.final_obs.done and result.seconds_per_step > 0 and result.error is None
+    assert len(result.step_seconds) == 1 and 0 < result.step_seconds[0] <= result.seconds_per_step
 
 
 def test_policy_errors_fail_the_episode_with_a_reason(env):
@@ -86,7 +87,17 @@ def test_evaluate_reports_rates_per_task():
     assert results["tasks"]["click-button"] == {"episodes": 3, "success_rate": 100.0, "mean_steps": 1.0,
                                                 "max_steps_used": 1, "failures": 0, "error_examples": []}
     assert results["mean_success"] == 100.0 and results["seconds_per_step"] > 0
-    assert "click-button" in format_table(results)
+    step = results["step_ms"]
+    assert step["n"] == 3 and 0 < step["median"] <= step["p95"] and step["mean"] > 0
+    assert "click-button" in format_table(results) and "median" in format_table(results)
+
+
+def test_step_percentiles():
+    from autoui.envs.rollout import step_percentiles
+
+    assert step_percentiles([]) == {"median": 0.0, "p95": 0.0, "mean": 0.0, "n": 0}
+    got = step_percentiles([0.010, 0.020, 0.030, 0.100])
+    assert got["median"] == 25.0 and got["mean"] == 40.0 and got["n"] == 4 and 30.0 < got["p95"] <= 100.0
 
 
 def test_policy_registry():

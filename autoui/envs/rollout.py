@@ -2,8 +2,8 @@
 
 `run_episode` plays a policy in an environment until the environment says the episode is
 over or the step limit is reached; `evaluate` runs a task suite and reports success rates
-(0-100) per task and their unweighted mean, with the mean wall time of an agent step
-(policy + action + settle + screenshot). A policy that raises, or a browser that crashes,
+(0-100) per task and their unweighted mean, with the wall time of an agent step (policy +
+action + settle + screenshot): median, p95 and mean over every step. A policy that raises, or a browser that crashes,
 fails that episode (the reason is kept and counted), it never silently disappears.
 """
 from __future__ import annotations
@@ -12,6 +12,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
+
+import numpy as np
 
 from autoui.actions import Action
 from autoui.envs.base import BrowserCrashed, EnvError, Environment, Observation
@@ -32,6 +34,7 @@ class EpisodeResult:
     seconds_per_step: float
     final_obs: Observation | None = None  # the screen after the last action
     error: str | None = None  # why the episode stopped early (policy or environment error)
+    step_seconds: list[float] = field(default_factory=list)  # wall time of each step (act + env.step)
 
     @property
     def actions(self) -> list[Action]:
@@ -51,9 +54,11 @@ def run_episode(env: Environment, policy: Any, task: str | None, seed: int, max_
     policy.reset(obs.goal)
     steps: list[tuple[Observation, Action]] = []
     error = None
+    step_seconds: list[float] = []
     start = time.perf_counter()
     while not obs.done and len(steps) < max_steps:
         history = [a for _, a in steps]
+        step_start = time.perf_counter()
         try:
             action = policy.act(obs, history)
             if not isinstance(action, Action):
@@ -69,6 +74,7 @@ def run_episode(env: Environment, policy: Any, task: str | None, seed: int, max_
             error = f"env: {exc}"
             break
         steps.append((obs, action))
+        step_seconds.append(time.perf_counter() - step_start)
         obs = new_obs
     elapsed = time.perf_counter() - start
     if error:
@@ -76,6 +82,7 @@ def run_episode(env: Environment, policy: Any, task: str | None, seed: int, max_
     return EpisodeResult(
         task=str(task), seed=seed, goal=obs.goal, steps=steps, success=bool(obs.done and obs.success),
         reward=float(obs.reward), seconds_per_step=elapsed / max(1, len(steps)), final_obs=obs, error=error,
+        step_seconds=step_seconds,
     )
 
 
@@ -89,6 +96,7 @@ class TaskStats:
     seconds: float = 0.0
     max_steps_used: int = 0
     errors: list[str] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
 
     def add(self, result: EpisodeResult) -> None:
         self.episodes += 1
@@ -96,6 +104,7 @@ class TaskStats:
         self.steps += len(result.steps)
         self.max_steps_used = max(self.max_steps_used, len(result.steps))
         self.seconds += result.seconds_per_step * len(result.steps)
+        self.step_seconds.extend(result.step_seconds)
         if not result.success:
             self.errors.append(f"seed {result.seed}: {failure_reason(result)}")
 
@@ -130,7 +139,8 @@ def evaluate(
 
     `suite` is an `autoui.envs.suite.Suite` (tasks with per-task `max_steps`); `tasks`
     restricts it. Returns {"tasks": {task: {episodes, success_rate, mean_steps, errors}},
-    "mean_success": unweighted mean over tasks, "seconds_per_step": over all steps, ...}.
+    "mean_success": unweighted mean over tasks, "seconds_per_step": mean over all steps,
+    "step_ms": {"median", "p95", "mean", "n"} over all steps, ...}.
     """
     from tqdm import tqdm
 
@@ -162,8 +172,18 @@ def summarize(stats: dict[str, TaskStats], **info: Any) -> dict[str, Any]:
     mean = sum(t["success_rate"] for t in per_task.values()) / max(1, len(per_task))
     return {
         "tasks": per_task, "mean_success": mean,
-        "seconds_per_step": sum(s.seconds for s in stats.values()) / max(1, total_steps), **info,
+        "seconds_per_step": sum(s.seconds for s in stats.values()) / max(1, total_steps),
+        "step_ms": step_percentiles([x for s in stats.values() for x in s.step_seconds]), **info,
     }
+
+
+def step_percentiles(seconds: list[float]) -> dict[str, float]:
+    """Median, p95 and mean (ms) of agent-step wall times; zeros for no steps."""
+    if not seconds:
+        return {"median": 0.0, "p95": 0.0, "mean": 0.0, "n": 0}
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3
+    return {"median": round(float(np.median(ms)), 2), "p95": round(float(np.percentile(ms, 95)), 2),
+            "mean": round(float(ms.mean()), 2), "n": int(ms.size)}
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -173,5 +193,10 @@ def format_table(results: dict[str, Any]) -> str:
         rows.append(f"{name:<28} {t['episodes']:>8} {t['success_rate']:>9.1f} {t['mean_steps']:>6.2f} "
                     f"{t['max_steps_used']:>4} {t['failures']:>6}")
     rows.append(f"{'mean':<28} {'':>8} {results['mean_success']:>9.1f}")
-    rows.append(f"seconds per step: {results['seconds_per_step'] * 1000:.1f} ms")
+    step = results.get("step_ms")
+    if step and step["n"]:
+        rows.append(f"agent step (screenshot + model + action): median {step['median']:.1f} ms, "
+                    f"p95 {step['p95']:.1f} ms, mean {step['mean']:.1f} ms over {step['n']} steps")
+    else:
+        rows.append(f"seconds per step: {results['seconds_per_step'] * 1000:.1f} ms")
     return "\n".join(rows)

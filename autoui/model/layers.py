@@ -48,33 +48,35 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # one op (decode is dispatch-bound)
         # statistics in fp32: bf16 squares lose too much precision over wide rows
-        h = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)  # one fused op: x * rsqrt(mean(x^2) + eps)
+        h = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)  # x * rsqrt(mean(x^2) + eps)
         return self.weight * h.to(x.dtype)
 
 
 def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float,
                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """RoPE tables for `position_ids` [B, T] -> (cos, sin), each [B, 1, T, head_dim].
+    """RoPE tables for `position_ids` [B, T] -> (cos, sin_rot), each [B, 1, T, head_dim].
 
-    Computed per call from the positions (no buffers), so the model can be built on the
-    `meta` device and loaded with `assign=True` without re-initialising anything.
+    HF's half-split RoPE is x * cos + rotate_half(x) * sin, with rotate_half(x) =
+    cat(-x2, x1). Here the sign lives in the table, sin_rot = cat(-sin, sin) over the two
+    halves, so that `apply_rope` needs only a roll (cat(x2, x1)): the same numbers in
+    fewer ops. Computed per call from the positions (no buffers), so the model can be built
+    on the `meta` device and loaded with `assign=True` without re-initialising anything.
     """
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64,
                                              device=position_ids.device).float() / head_dim))  # [D/2]
     freqs = position_ids.float()[..., None] * inv_freq  # [B, T, D/2]
-    emb = torch.cat((freqs, freqs), dim=-1)  # [B, T, D]
-    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+    cos, sin = freqs.cos(), freqs.sin()
+    cos = torch.cat((cos, cos), dim=-1)  # [B, T, D]
+    sin_rot = torch.cat((-sin, sin), dim=-1)  # [B, T, D]
+    return cos.to(dtype)[:, None], sin_rot.to(dtype)[:, None]
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate `x` [B, H, T, D] by the angles in cos/sin [B, 1, T, D] (HF's half-split layout)."""
-    return x * cos + _rotate_half(x) * sin
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin_rot: torch.Tensor) -> torch.Tensor:
+    """Rotate `x` [B, H, T, D] by the tables of `rope_cos_sin` [B, 1, T, D] (HF's half-split layout)."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin_rot)
 
 
 class FusedLinears:
