@@ -123,6 +123,18 @@ def test_scale_two_gives_device_pixels_and_taps_still_land(env):
         env.use_viewport(Viewport(500, 320))
 
 
+def test_annotations_are_ocr_like_boxes_not_panels(env):
+    # AITW's metric grows every annotation box 2.4x: a dialog's, a banner's or an SVG canvas's box
+    # would make any tap "match"; annotations report text lines, controls and shapes instead
+    for task in ("click-dialog", "click-shape", "grid-coordinate"):
+        env.reset(task, seed=500001)
+        leaves = env.elements(leaves_only=True)
+        assert leaves and max(e.height * e.width for e in leaves) < 0.1, task
+    obs = env.reset("click-dialog", seed=500001)
+    banner = [e for e in env.elements(leaves_only=True) if e.text and e.text in obs.goal]
+    assert banner and all(e.height < 0.1 for e in banner)  # the goal's lines, not its 160-px-wide box
+
+
 def test_annotations_cover_visible_leaves(env):
     env.reset("click-checkboxes", seed=2)
     leaves = env.elements(leaves_only=True)

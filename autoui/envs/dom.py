@@ -30,25 +30,45 @@ ELEMENTS_JS = r"""
     const inner = el.innerText !== undefined ? el.innerText : el.textContent;
     return squash(inner || el.getAttribute('title'));
   };
-  const hasOwnText = (el) => Array.from(el.childNodes).some((n) => n.nodeType === 3 && n.textContent.trim());
-  const isLeaf = (el) => CONTROLS.has(el.tagName.toUpperCase()) || el.children.length === 0 || hasOwnText(el);
+  const ownTexts = (el) => Array.from(el.childNodes).filter((n) => n.nodeType === 3 && n.textContent.trim());
+  const isControl = (el) => {
+    const tag = el.tagName.toUpperCase();  // an SVG with shapes inside is a canvas, not a control
+    return CONTROLS.has(tag) && !(tag === 'SVG' && el.children.length > 0);
+  };
+  const isLeaf = (el) => isControl(el) || el.children.length === 0 || ownTexts(el).length > 0;
   const out = [];
-  for (const el of document.querySelectorAll(selector)) {
-    const st = getComputedStyle(el);
-    if (st.display === 'none' || st.visibility === 'hidden' || parseFloat(st.opacity) === 0) continue;
-    if (leavesOnly && !isLeaf(el)) continue;
-    const r = el.getBoundingClientRect();
+  const push = (el, r, text) => {
     const left = Math.max(r.left, rl), top = Math.max(r.top, rt);
     const right = Math.min(r.right, rl + rw), bottom = Math.min(r.bottom, rt + rh);
-    if (right <= left || bottom <= top) continue;
+    if (right <= left || bottom <= top) return;
     const attrs = {};
     for (const a of el.attributes) attrs[a.name] = a.value.slice(0, maxText);
     if ('value' in el && typeof el.value === 'string') attrs['value'] = el.value.slice(0, maxText);
     if ('checked' in el) attrs['checked'] = el.checked ? 'true' : 'false';
     out.push({
       y: (top - rt) / rh, x: (left - rl) / rw, height: (bottom - top) / rh, width: (right - left) / rw,
-      text: textOf(el), tag: el.tagName.toLowerCase(), attrs: attrs,
+      text: text, tag: el.tagName.toLowerCase(), attrs: attrs,
     });
+  };
+  for (const el of document.querySelectorAll(selector)) {
+    const st = getComputedStyle(el);
+    if (st.display === 'none' || st.visibility === 'hidden' || parseFloat(st.opacity) === 0) continue;
+    if (leavesOnly && !isLeaf(el)) continue;
+    const texts = leavesOnly && !isControl(el) ? ownTexts(el) : [];
+    if (texts.length === 0) {
+      const r = el.getBoundingClientRect(), text = textOf(el);
+      // a blank panel (an overlay, a backdrop) is not something OCR or icon detection reports
+      const blank = leavesOnly && !isControl(el) && !text && r.width * r.height > 0.25 * rw * rh;
+      if (!blank) push(el, r, text);
+      continue;
+    }
+    // text in a non-control element: one box per rendered line of each text run, as OCR reports
+    // it (the element's own box can span the screen, and AITW's metric grows every box 2.4x)
+    for (const node of texts) {
+      const range = document.createRange();
+      range.selectNodeContents(node);
+      for (const r of range.getClientRects()) push(el, r, squash(node.textContent));
+    }
   }
   return out;
 }
@@ -90,8 +110,12 @@ def list_elements(
 ) -> list[UIElement]:
     """Visible elements matching `selector` inside `region` = (left, top, width, height) CSS px.
 
-    `leaves_only` keeps the elements a screen reader or OCR would report on their own
-    (controls, elements with their own text, childless elements) instead of every wrapper.
+    `leaves_only` keeps what OCR and icon detection would report (AITW's annotations):
+    controls and childless elements with their boxes, and for other elements with text of
+    their own, one box per rendered line of that text (a dialog's or the goal banner's box
+    would cover most of the screen, and AITW's metric grows each box 2.4x). An SVG with
+    shapes inside reports its shapes, not itself; blank panels over a quarter of the region
+    (overlays, backdrops) are left out.
     """
     if region[2] <= 0 or region[3] <= 0:
         raise ValueError(f"region width and height must be positive, got {region}")
