@@ -38,6 +38,7 @@ def test_bench_runtime_writes_every_key_and_a_table(setup, capsys):
     for key in ("latency_ms_b1", "steps_per_s", "speedup_vs_hf_b1", "speedup_vs_hf_b32", "kv_bytes_per_token",
                 "action_match_delta", "device", "date", "peak_memory_mb", "breakdown_ms_b1", "agreement_runtime_vs_hf", "unavailable"):
         assert key in res, key
+    assert "-core CPU (" in res["device"] and "AMX" in res["device"]  # CPU model and AMX support are recorded
     assert {"runtime", "runtime-unconstrained", "runtime-int8", "runtime-int4", "runtime-fp8",
             "hf-dynamic"} <= set(res["latency_ms_b1"])
     lat = res["latency_ms_b1"]["runtime"]

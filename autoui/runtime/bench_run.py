@@ -30,12 +30,31 @@ from autoui.runtime.bench import (
 log = logging.getLogger("autoui.runtime.bench")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else the architecture."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def device_name(device: torch.device) -> str:
-    """Words for the machine: "2-core CPU, no GPU" or the CUDA device's name."""
+    """Words for the machine: "2-core CPU (<model>, AMX|no AMX), no GPU" or the CUDA device's name.
+
+    CPU numbers differ a lot between machines of the same size (AMX makes bf16 prefill ~5x
+    faster per matmul), so the model and AMX support are part of every CPU result.
+    """
+    from autoui.runtime.engine import cpu_has_amx
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     gpu = "GPU present but unused" if torch.cuda.is_available() else "no GPU"
-    return f"{len(os.sched_getaffinity(0))}-core CPU ({platform.machine()}), {gpu}"
+    amx = "AMX" if cpu_has_amx() else "no AMX"
+    return f"{len(os.sched_getaffinity(0))}-core CPU ({cpu_model()}, {platform.machine()}, {amx}), {gpu}"
 
 
 def kv_bytes_per_token(model: Any, hf_model: Any = None) -> dict[str, Any]:
