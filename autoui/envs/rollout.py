@@ -3,8 +3,9 @@
 `run_episode` plays a policy in an environment until the environment says the episode is
 over or the step limit is reached; `evaluate` runs a task suite and reports success rates
 (0-100) per task and their unweighted mean, with the wall time of an agent step (policy +
-action + settle + screenshot): median, p95 and mean over every step. A policy that raises, or a browser that crashes,
-fails that episode (the reason is kept and counted), it never silently disappears.
+action + settle + screenshot): median, p95 and mean over every step. A policy that raises,
+or a browser that crashes, fails that episode (the reason is kept and counted), it never
+silently disappears.
 """
 from __future__ import annotations
 
@@ -193,10 +194,7 @@ def format_table(results: dict[str, Any]) -> str:
         rows.append(f"{name:<28} {t['episodes']:>8} {t['success_rate']:>9.1f} {t['mean_steps']:>6.2f} "
                     f"{t['max_steps_used']:>4} {t['failures']:>6}")
     rows.append(f"{'mean':<28} {'':>8} {results['mean_success']:>9.1f}")
-    step = results.get("step_ms")
-    if step and step["n"]:
-        rows.append(f"agent step (screenshot + model + action): median {step['median']:.1f} ms, "
-                    f"p95 {step['p95']:.1f} ms, mean {step['mean']:.1f} ms over {step['n']} steps")
-    else:
-        rows.append(f"seconds per step: {results['seconds_per_step'] * 1000:.1f} ms")
+    step = results["step_ms"]
+    rows.append(f"agent step (screenshot + model + action): median {step['median']:.1f} ms, "
+                f"p95 {step['p95']:.1f} ms, mean {step['mean']:.1f} ms over {step['n']} steps")
     return "\n".join(rows)
