@@ -29,17 +29,16 @@ demo: install
 	$(BIN)/python -m autoui.demo
 
 # The recipe of models/default-model/: expert demonstrations (seeds 0..319 per task, held-out 500000..),
-# one hour of CPU training, then fp16 weights into models/default-model/. The shipped weights came from
-# this recipe at commit ceb0d65; fresh models have since started their vision positions from sin-cos
-# (autoui/model/vision.py), so a rerun trains a different model. Augmentation (--augment-shift,
-# --augment-text: docs/train.md section 6) is not part of the recipe: it did not make taps follow the
-# screen within an hour of this CPU.
+# one hour of CPU training with the grounding loss (docs/train.md section 7), then fp16 weights into
+# models/default-model/. The shipped weights came from exactly these flags (2026-12-03).
+# Augmentation (--augment-shift, --augment-text: docs/train.md section 6) is not part of the recipe.
 default-model: install
 	$(BIN)/autoui collect miniwob --suite default --episodes 320 --seed 0 --out data/miniwob/train --workers 2
 	$(BIN)/autoui collect miniwob --suite default --episodes 24 --seed 500000 --out data/miniwob/heldout --workers 2
 	OMP_NUM_THREADS=2 $(BIN)/python train/sft.py --preset default --data data/miniwob/train \
-	    --val-data data/miniwob/heldout --out runs/miniwob-default --steps 3600 --batch-size 32 --lr 1e-3 \
-	    --warmup 150 --fmt compact --workers 0 --save-every 300 --val-every 900 --val-max-steps 150 --seed 0
+	    --val-data data/miniwob/heldout --out runs/miniwob-default --steps 2400 --batch-size 32 --lr 1e-3 \
+	    --warmup 150 --fmt compact --workers 0 --save-every 400 --val-every 800 --val-max-steps 150 --seed 0 \
+	    --grounding-weight 1 --grounding-layers 1,2 --grounding-readout
 	$(BIN)/python train/ship_model.py runs/miniwob-default/final
 
 clean:

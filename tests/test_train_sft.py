@@ -106,6 +106,21 @@ def test_training_lowers_the_loss(data, tmp_path):
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
 
 
+def test_grounding_loss_is_trained_and_logged(data, tmp_path):
+    cfg = TrainConfig(preset="tiny", data=(str(data["train"]),), out=str(tmp_path / "r"), steps=12,
+                      batch_size=8, warmup=2, lr=3e-3, shuffle_buffer=1, grounding_weight=1.0,
+                      grounding_layers=(1,), grounding_readout=True)
+    trainer = Trainer(cfg)
+    final = trainer.train()
+    train = [r for r in _metrics(tmp_path / "r") if r["kind"] == "train"]
+    ground = [r["ground_loss"] for r in train]
+    assert all(g >= 0 for g in ground) and max(ground) > 0  # the synthetic episodes hold taps
+    assert all(r["loss"] >= r["ground_loss"] for r in train)  # the total includes it (weight 1)
+    assert sum(ground[-3:]) < sum(ground[:3])
+    # training-only: the saved model has exactly the preset's parameters
+    assert set(AutoUIModel.from_pretrained(final).state_dict()) == set(trainer.raw.state_dict())
+
+
 def test_frozen_vision_with_feature_cache(data, tmp_path):
     cfg = TrainConfig(preset="tiny", data=(str(data["val"]),), out=str(tmp_path / "r"), steps=4, batch_size=8,
                       warmup=1, freeze_vision=True, cache_vision_features=True,

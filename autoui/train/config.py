@@ -60,6 +60,14 @@ def _paths(value: str | list | tuple | None) -> tuple[str, ...]:
     return tuple(str(p).strip() for p in parts if str(p).strip())
 
 
+def _ints(value: str | list | tuple | None) -> tuple[int, ...]:
+    """Comma-separated integers (CLI) or a list (JSON) -> tuple of ints."""
+    try:
+        return tuple(int(p) for p in _paths(value))
+    except ValueError:
+        raise TrainConfigError(f"expected comma-separated integers, got {value!r}") from None
+
+
 def _help(text: str, **extra: Any) -> dict[str, Any]:
     return {"help": text, **extra}
 
@@ -96,6 +104,12 @@ class TrainConfig:
         "translate each screenshot (and its taps) by up to this fraction of the screen, so taps must be grounded in pixels"))
     augment_text: float = field(default=0.0, metadata=_help(
         "probability of replacing each typed text that the goal quotes by random text of the same shape"))
+    grounding_weight: float = field(default=0.0, metadata=_help(
+        "weight of the grounding loss (a head per --grounding-layers learns to attend to the tapped patch; 0: off)"))
+    grounding_layers: tuple[int, ...] = field(default=(1, 2), metadata=_help(
+        "decoder layers whose head 0 the grounding loss supervises, comma-separated", parse=_ints))
+    grounding_readout: bool = field(default=False, metadata=_help(
+        "the grounding loss also asks those heads' outputs to carry the target's row and column"))
     shuffle_buffer: int = field(default=2000, metadata=_help("samples held in the streaming shuffle buffer"))
     workers: int = field(default=0, metadata=_help("DataLoader workers decoding shards in parallel (per process)"))
     val_data: tuple[str, ...] = field(default=(), metadata=_help("validation data dirs, comma-separated", parse=_paths))
@@ -119,6 +133,7 @@ class TrainConfig:
         self.data = _paths(self.data)
         self.val_data = _paths(self.val_data)
         self.sample = parse_sample_spec(self.sample)
+        self.grounding_layers = _ints(self.grounding_layers)
         for name in ("steps", "batch_size", "grad_accum", "shuffle_buffer", "val_max_steps", "val_batch_size",
                      "log_every", "keep_checkpoints", "feature_cache_items"):
             value = getattr(self, name)
@@ -129,6 +144,8 @@ class TrainConfig:
         _check(self.plan >= 1, f"TrainConfig.plan must be >= 1, got {self.plan}")
         _check(0.0 <= self.augment_shift < 0.5, f"TrainConfig.augment_shift must be in [0, 0.5), got {self.augment_shift}")
         _check(0.0 <= self.augment_text <= 1.0, f"TrainConfig.augment_text must be in [0, 1], got {self.augment_text}")
+        _check(self.grounding_weight >= 0, f"TrainConfig.grounding_weight must be >= 0, got {self.grounding_weight}")
+        _check(not self.grounding_weight or bool(self.grounding_layers), "--grounding-layers is empty")
         _check(self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr}")
         _check(0.0 <= self.min_lr_ratio <= 1.0, f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         _check(self.weight_decay >= 0 and self.max_grad_norm >= 0, "weight_decay and max_grad_norm must be >= 0")

@@ -8,10 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import torch
+
 from autoui.data.collate import collate
 from autoui.model.preprocess import ScreenPreprocessor
 from autoui.model.prompt import PromptError, PromptLimits, build_training_example, target_ids
 from autoui.train.augment import Augment
+from autoui.train.grounding import coordinate_token_ids, query_mask, tap_image_token
 
 
 @dataclass
@@ -24,9 +27,12 @@ class ExampleBuilder:
     with_plan: bool = True
     limits: PromptLimits = field(default_factory=PromptLimits)
     augment: Augment = field(default_factory=Augment)
+    grounding: bool = False
+    """Also emit "ground_patch" and "ground_query" for `autoui.train.grounding.GroundingLoss`."""
 
     def __post_init__(self) -> None:
         self.preprocess = ScreenPreprocessor.from_config(self.config)
+        self.coordinate_ids = coordinate_token_ids(self.tokenizer) if self.grounding else frozenset()
 
     def accepts(self, sample: Any) -> bool:
         """False when the sample's target does not fit `limits.max_target_tokens` (cutting it would teach a broken action)."""
@@ -40,9 +46,14 @@ class ExampleBuilder:
         sample = self.augment(sample)
         input_ids, labels = build_training_example(self.tokenizer, self.config, sample, self.fmt,
                                                    self.with_plan, self.limits)
-        pixels, _ = self.preprocess(sample.image)  # [3, S, S]
-        return {"input_ids": input_ids, "labels": labels, "pixel_values": pixels,
-                "key": (str(sample.episode_id), int(sample.step_id))}
+        pixels, letterbox = self.preprocess(sample.image)  # [3, S, S]
+        example = {"input_ids": input_ids, "labels": labels, "pixel_values": pixels,
+                   "key": (str(sample.episode_id), int(sample.step_id))}
+        if self.grounding:
+            tap = sample.target.is_tap
+            example["ground_patch"] = tap_image_token(sample.target.touch_yx, letterbox, self.config) if tap else -1
+            example["ground_query"] = query_mask(labels, self.coordinate_ids) if tap else [0] * len(labels)
+        return example
 
 
 @dataclass(frozen=True)
@@ -55,4 +66,8 @@ class BatchCollator:
     def __call__(self, batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = collate(batch, pad_id=self.pad_id, padding_side=self.padding_side)
         out["keys"] = [ex["key"] for ex in batch]
+        if "ground_patch" in batch[0]:
+            out["ground_patch"] = torch.tensor([ex["ground_patch"] for ex in batch])  # [B]
+            out["ground_query"] = collate([{"input_ids": ex["ground_query"]} for ex in batch], pad_id=0,
+                                          padding_side=self.padding_side)["input_ids"]  # [B, T]
         return out

@@ -22,6 +22,7 @@ from autoui.metrics import evaluate
 from autoui.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from autoui.train.config import TrainConfig, TrainConfigError
 from autoui.train.features import FeatureCache, cached_vision, tower_fingerprint
+from autoui.train.grounding import GroundingLoss, GroundingSpec
 from autoui.train.predict import batched, predict_texts
 from autoui.train.schedule import make_scheduler
 from autoui.train.setup import (build_model, freeze_unused_parameters, load_tokenizer, load_val_pairs, make_builder, make_optimizer,
@@ -57,6 +58,9 @@ class Trainer:
         if ckpt is not None:
             self._restore(ckpt)
         self.cache = self._feature_cache()
+        self.grounding = (GroundingLoss(self.raw, GroundingSpec(cfg.grounding_weight, cfg.grounding_layers,
+                                                                readout=cfg.grounding_readout))
+                          if cfg.grounding_weight > 0 else None)
         builder = make_builder(cfg, self.tokenizer, self.raw.config)
         self.loader = make_train_loader(cfg, builder, self.acc.process_index, self.acc.num_processes,
                                         skip_batches=self.step * cfg.grad_accum)
@@ -101,14 +105,18 @@ class Trainer:
                                keep=self.cfg.keep_checkpoints)
 
     # ---- one step ----------------------------------------------------------------------
-    def _loss(self, batch: dict[str, Any]) -> torch.Tensor:
+    def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (the loss to minimise, the grounding term alone: 0 when off)."""
         dev = self.acc.device
         args = (batch["pixel_values"].to(dev), batch["input_ids"].to(dev), batch["attention_mask"].to(dev),
                 batch["labels"].to(dev))
         ctx = cached_vision(self.raw, self.cache, batch["keys"]) if self.cache is not None else contextlib.nullcontext()
         with ctx:
             _, loss = self.model(*args, return_logits=False)
-        return loss
+        if self.grounding is None:
+            return loss, torch.zeros((), device=dev)
+        ground = self.grounding.loss(batch)
+        return loss + self.grounding.spec.weight * ground, ground.detach().float()
 
     def _next(self, it: Any) -> dict[str, Any]:
         try:
@@ -122,15 +130,17 @@ class Trainer:
         k = self.cfg.grad_accum
         self.model.train()
         loss_sum = torch.zeros((), device=self.acc.device)
+        ground_sum = torch.zeros((), device=self.acc.device)
         tokens = samples = 0
         for i in range(k):
             batch = self._next(it)
             # all-reduce gradients only on the last micro-batch
             sync = contextlib.nullcontext() if i == k - 1 else self.acc.no_sync(self.model)
             with sync:
-                loss = self._loss(batch)
+                loss, ground = self._loss(batch)
                 self.acc.backward(loss / k)
             loss_sum += loss.detach().float()
+            ground_sum += ground
             tokens += int(batch["attention_mask"].sum())
             samples += len(batch["keys"])
         if self.cfg.max_grad_norm > 0:
@@ -139,10 +149,14 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        stats = torch.tensor([loss_sum.item() / k, tokens, samples], device=self.acc.device, dtype=torch.float64)
+        stats = torch.tensor([loss_sum.item() / k, tokens, samples, ground_sum.item() / k],
+                             device=self.acc.device, dtype=torch.float64)
         stats = self.acc.reduce(stats, reduction="sum")
         n = self.acc.num_processes
-        return {"loss": float(stats[0]) / n, "tokens": float(stats[1]), "samples": float(stats[2]), "lr": lr}
+        out = {"loss": float(stats[0]) / n, "tokens": float(stats[1]), "samples": float(stats[2]), "lr": lr}
+        if self.grounding is not None:
+            out["ground_loss"] = float(stats[3]) / n
+        return out
 
     # ---- validation --------------------------------------------------------------------
     def validate(self) -> dict[str, Any] | None:
@@ -200,6 +214,8 @@ class Trainer:
             dt = time.perf_counter() - t0
             rec = {"kind": "train", "step": self.step, "loss": out["loss"], "lr": out["lr"],
                    "samples_per_s": out["samples"] / dt, "tokens_per_s": out["tokens"] / dt, "step_time_s": dt}
+            if "ground_loss" in out:
+                rec["ground_loss"] = out["ground_loss"]
             if self.step % c.log_every == 0 or self.step == end:
                 self._log(rec)
             bar.update(1)

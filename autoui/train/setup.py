@@ -135,5 +135,6 @@ def load_val_pairs(cfg: TrainConfig) -> list[tuple[Any, Any]]:
 def make_builder(cfg: TrainConfig, tokenizer: ActionTokenizer, model_config: Any) -> ExampleBuilder:
     """The per-sample example builder used by the training DataLoader."""
     augment = Augment(shift=cfg.augment_shift, text_swap=cfg.augment_text, seed=cfg.seed)
-    return ExampleBuilder(tokenizer, model_config, fmt=cfg.fmt, with_plan=cfg.with_plan, augment=augment)
+    return ExampleBuilder(tokenizer, model_config, fmt=cfg.fmt, with_plan=cfg.with_plan, augment=augment,
+                          grounding=cfg.grounding_weight > 0)
 
