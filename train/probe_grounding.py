@@ -23,12 +23,13 @@ import time
 import torch
 
 from autoui.actions import Action, ActionParseError, ActionType, format_action, parse_action
-from autoui.data.collate import collate
 from autoui.model.config import load_preset
+from autoui.model.preprocess import Letterbox
 from autoui.model.prompt import build_inputs, decode_text, target_ids
 from autoui.model.tokenizer import ActionTokenizer
 from autoui.model.vlm import AutoUIModel
-from autoui.train.grounding import GroundingLoss, GroundingSpec, coordinate_token_ids, query_mask
+from autoui.train.examples import BatchCollator
+from autoui.train.grounding import GroundingLoss, GroundingSpec, coordinate_token_ids, query_mask, tap_image_token
 
 GOAL = "Click the button."
 BOX = torch.tensor([0.2, 0.4, 0.8])[:, None, None]  # RGB in 0..1
@@ -50,22 +51,21 @@ class Toy:
         self.tok, self.cfg = tok, model.config
         self.prompt = build_inputs(tok, self.cfg, GOAL, [], "compact")
         self.coords = coordinate_token_ids(tok)
-        self.side = self.cfg.vision.image_size // self.cfg.vision.patch_size
+        size = self.cfg.image_size
+        self.square = Letterbox(screen_h=size, screen_w=size, image_size=size, content_h=size, content_w=size)
+        self.collate = BatchCollator(pad_id=self.cfg.pad_token_id)
 
     def batch(self, rng: random.Random, n: int) -> tuple[dict, list[tuple[float, float]]]:
         rows, centres = [], []
-        for _ in range(n):
-            pixels, (cy, cx) = screen(rng, self.cfg.image_size)
-            answer = target_ids(self.tok, format_action(Action.tap(cy, cx), "compact", plan=(ActionType.DUAL_POINT,)))
+        for i in range(n):
+            pixels, centre = screen(rng, self.cfg.image_size)
+            answer = target_ids(self.tok, format_action(Action.tap(*centre), "compact", plan=(ActionType.DUAL_POINT,)))
             labels = [-100] * len(self.prompt) + answer
-            rows.append({"input_ids": self.prompt + answer, "labels": labels, "pixel_values": pixels})
-            centres.append((cy, cx))
-            rows[-1]["query"] = query_mask(labels, self.coords)
-            rows[-1]["patch"] = min(self.side - 1, int(cy * self.side)) * self.side + min(self.side - 1, int(cx * self.side))
-        out = collate(rows, pad_id=self.cfg.pad_token_id)
-        out["ground_query"] = collate([{"input_ids": r["query"]} for r in rows])["input_ids"]
-        out["ground_patch"] = torch.tensor([r["patch"] for r in rows])
-        return out, centres
+            rows.append({"input_ids": self.prompt + answer, "labels": labels, "pixel_values": pixels, "key": ("toy", i),
+                         "ground_query": query_mask(labels, self.coords),
+                         "ground_patch": tap_image_token(centre, self.square, self.cfg)})
+            centres.append(centre)
+        return self.collate(rows), centres
 
 
 def evaluate(model: AutoUIModel, toy: Toy, test: dict, centres: list) -> tuple[float, int]:

@@ -88,6 +88,7 @@ class GroundingLoss:
         if spec.readout and 2 * self._side > cfg.decoder.resolved_head_dim:
             raise ValueError(f"the readout code needs head_dim >= {2 * self._side}, got {cfg.decoder.resolved_head_dim}")
         self._attn = {i: layers[i].self_attn for i in spec.layers}
+        self._kv_head = spec.head // (cfg.decoder.num_heads // cfg.decoder.num_kv_heads)  # GQA: the head's K/V
         self._inputs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._hooks = [a.register_forward_pre_hook(self._capture) for a in self._attn.values()]
 
@@ -113,19 +114,16 @@ class GroundingLoss:
     def _head_logits(self, layer: int, rows: torch.Tensor, cols: torch.Tensor,
                      is_image: torch.Tensor) -> torch.Tensor:
         """Attention logits of the chosen head: queries at (rows, cols) vs their row's image keys -> [Nq, N_img]."""
-        attn = self._attn[layer]
-        hd, h, b = attn.head_dim, self.spec.head, is_image.shape[0]
-        kv = h // (attn.num_heads // attn.num_kv_heads)
-        q = self._project(layer, "q_proj", h)[rows, cols]  # [Nq, hd]
-        k = self._project(layer, "k_proj", kv)[is_image].view(b, -1, hd)  # [B, N_img, hd]
+        hd, b = self._attn[layer].head_dim, is_image.shape[0]
+        q = self._project(layer, "q_proj", self.spec.head)[rows, cols]  # [Nq, hd]
+        k = self._project(layer, "k_proj", self._kv_head)[is_image].view(b, -1, hd)  # [B, N_img, hd]
         return torch.einsum("qd,qnd->qn", q, k[rows]) / hd ** 0.5  # [Nq, N_img]
 
     def _readout(self, layer: int, rows: torch.Tensor, logits: torch.Tensor, is_image: torch.Tensor,
                  target: torch.Tensor) -> torch.Tensor:
         """CE of the head's image-attention output, channels [0, side) vs row and [side, 2 side) vs column."""
-        attn = self._attn[layer]
-        kv = self.spec.head // (attn.num_heads // attn.num_kv_heads)
-        v = self._project(layer, "v_proj", kv, rope=False)[is_image].view(is_image.shape[0], -1, attn.head_dim)
+        hd = self._attn[layer].head_dim
+        v = self._project(layer, "v_proj", self._kv_head, rope=False)[is_image].view(is_image.shape[0], -1, hd)
         out = torch.einsum("qn,qnd->qd", logits.float().softmax(-1), v[rows].float())  # [Nq, hd]
         side, patch = self._side, target - self._first_patch
         return F.cross_entropy(out[:, :side], patch // side) + F.cross_entropy(out[:, side:2 * side], patch % side)
