@@ -90,15 +90,44 @@ def load_agent(directory: str | Path, device: str = "cpu", dtype: str = "auto") 
     return model, tokenizer
 
 
-def trained_format(directory: str | Path, default: str = "compact") -> str:
-    """The action format a saved model was trained with (its train_config.json "fmt"), else `default`."""
+TRAINED_DEFAULTS = {"fmt": "compact", "history": 8, "plan": 4}
+
+
+def _train_config(directory: str | Path) -> dict[str, Any]:
+    """The model directory's train_config.json as a dict; {} when missing or unreadable."""
     import json
 
     try:
-        fmt = json.loads((Path(directory) / "train_config.json").read_text()).get("fmt")
-    except (OSError, ValueError, AttributeError):
-        return default
+        saved = json.loads((Path(directory) / "train_config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def trained_settings(directory: str | Path) -> dict[str, Any]:
+    """fmt / history / plan a saved model was trained with (its train_config.json), else the defaults.
+
+    Serving must build the prompt the way training did: the same action format and the same
+    number of previous actions (a model trained on 12 cannot count 12 taps from 8).
+    """
+    saved = _train_config(directory)
+    settings = dict(TRAINED_DEFAULTS, fmt=trained_format(directory))
+    for key in ("history", "plan"):
+        value = saved.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            settings[key] = value
+    return settings
+
+
+def trained_format(directory: str | Path, default: str = "compact") -> str:
+    """The action format a saved model was trained with (its train_config.json "fmt"), else `default`."""
+    fmt = _train_config(directory).get("fmt")
     return fmt if fmt in ("compact", "autoui") else default
+
+
+def trained_limits(directory: str | Path) -> PromptLimits:
+    """PromptLimits whose history length is the one the model was trained with."""
+    return PromptLimits(max_history=trained_settings(directory)["history"])
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -252,7 +281,8 @@ def _model_policy(env: Any, model_path: str | Path | None = None, model_dir: str
                   constrained: bool = True, dtype: str = "auto", type_from_goal: bool = False) -> ModelPolicy:
     """`make_policy("model", env, model_path=DIR)` (`model_dir` is an alias; default: `default_model_dir()`).
 
-    `fmt` None: the format the model was trained with (`trained_format`).
+    `fmt` None: the format the model was trained with (`trained_format`); the prompt keeps as
+    many previous actions as training did (`trained_limits`).
     """
     directory = model_path or model_dir or default_model_dir()
     if directory is None:
@@ -260,7 +290,7 @@ def _model_policy(env: Any, model_path: str | Path | None = None, model_dir: str
                          f"no shipped model at {DEFAULT_MODEL_DIR}")
     runtime = RuntimeOptions(kv_cache=kv_cache, constrained=constrained, type_from_goal=type_from_goal)
     model, tokenizer = load_agent(directory, device=device, dtype=dtype)
-    return ModelPolicy(model, tokenizer, fmt or trained_format(directory), runtime=runtime)
+    return ModelPolicy(model, tokenizer, fmt or trained_format(directory), trained_limits(directory), runtime)
 
 
 def _json_or_text(line: str) -> Any:

@@ -36,6 +36,23 @@ PAGES = {
     "range.html": '<!doctype html><html><body style="margin:0"><input id="r" type="range" min="0" max="100" '
                   'value="0" style="width:80vw;height:40px;margin:0 10vw"><div style="height:3000px"></div></body></html>',
     "long.html": '<!doctype html><html><body style="margin:0"><div style="height:5000px">long</div></body></html>',
+    # a click starts a script animation the way jQuery runs one: a 13 ms timer moving a red box
+    # from the left edge to the right half over ~300 ms (the box's final place is x >= 50vw)
+    "slide.html": '<!doctype html><html><body style="margin:0"><button id="go" style="width:100vw;height:20vh">go'
+                  '</button><div id="box" style="position:absolute;top:50vh;left:0;width:10vw;height:20vh;'
+                  'background:#f00"></div><script>document.getElementById("go").onclick = () => { let n = 0;'
+                  'const t = setInterval(() => { n++; document.getElementById("box").style.left = (n * 2.5) + "vw";'
+                  'if (n === 24) clearInterval(t); }, 13); };</script></body></html>',
+    # a CSS transition: the page turns from white to blue over 300 ms after a click
+    "fade.html": '<!doctype html><html><body style="margin:0"><div id="p" style="width:100vw;height:100vh;'
+                 'background:#fff;transition:background-color 300ms linear" '
+                 'onclick="this.style.backgroundColor=\'#00f\'"></div></body></html>',
+    # never at rest: an endless CSS spinner (not waited for) and, after a click, a clock ticking
+    # every 5 ms (waited for until the cap)
+    "busy.html": '<!doctype html><html><head><style>@keyframes spin{to{transform:rotate(360deg)}}</style></head>'
+                 '<body style="margin:0"><div style="width:40px;height:40px;background:#0a0;'
+                 'animation:spin 1s linear infinite"></div><button id="t" style="width:100vw;height:50vh" '
+                 'onclick="setInterval(() => this.textContent = performance.now(), 5)">tick</button></body></html>',
 }
 
 
@@ -207,3 +224,55 @@ def test_killed_browser_then_restart(env, site):
     env.step(Action.tap(0.9, 0.9))
     assert env.page.evaluate("window.clicked") == [15]
     assert _main_browser_pids() != pids
+
+
+@needs_chromium
+def test_observation_waits_for_a_script_animation_to_finish(env, site):
+    env.use_viewport("desktop")
+    env.reset(site + "slide.html")
+    obs = env.step(Action.tap(0.1, 0.5))
+    assert env.page.evaluate("document.getElementById('box').style.left") == "60vw"  # the last frame ran
+    row = obs.screenshot[obs.height * 6 // 10]  # a row through the box
+    red = np.flatnonzero((row[:, 0] > 200) & (row[:, 1] < 60))
+    assert red.size and red.min() >= obs.width * 0.59  # drawn where it came to rest, not mid-way
+
+
+@needs_chromium
+def test_observation_waits_for_a_css_transition(env, site):
+    env.use_viewport("desktop")
+    env.reset(site + "fade.html")
+    obs = env.step(Action.tap(0.5, 0.5))
+    assert obs.screenshot[obs.height // 2, obs.width // 2].tolist() == [0, 0, 255]
+
+
+@needs_chromium
+def test_rest_ignores_endless_animations_and_gives_up_at_the_cap(env, site):
+    from dataclasses import replace
+
+    env.use_viewport("desktop")
+    env.reset(site + "busy.html")
+    cfg = env.config
+    assert env.wait_for_rest() is True  # the endless spinner alone never counts as "still animating"
+    try:
+        env.config = replace(cfg, settle_cap_ms=150)
+        obs = env.step(Action.tap(0.3, 0.5))  # starts the 5 ms clock: the DOM never rests
+        assert obs.width == 1280  # observed anyway, after the cap
+        assert env.wait_for_rest() is False
+    finally:
+        env.config = cfg
+
+
+@needs_chromium
+def test_a_still_page_is_not_waited_for(env, site):
+    env.use_viewport("desktop")
+    env.reset(site + "grid.html")
+    env.settle()
+    since = env._rest_since
+    env.screenshot()
+    # nothing changed since the action's turn and the screenshot took longer than the quiet
+    # window (else the at-rest check asks for a wait, which is what it is for)
+    from autoui.envs.browser import AT_REST_JS
+
+    assert env.page.evaluate(AT_REST_JS, [since, 0]) is True
+    env.page.evaluate("document.body.dataset.x = '1'")  # a change after `since`
+    assert env.page.evaluate(AT_REST_JS, [since, 0]) is False

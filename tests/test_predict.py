@@ -180,3 +180,39 @@ def test_trained_format_comes_from_the_checkpoint(tmp_path):
     assert trained_format(tmp_path, default="autoui") == "autoui"
     (tmp_path / "train_config.json").write_text('{"fmt": "yaml"}')
     assert trained_format(tmp_path) == "compact"
+
+
+def test_serving_keeps_as_much_history_as_training(model_dir, tmp_path):
+    import shutil
+
+    from autoui.agent import trained_limits, trained_settings
+    from autoui.policy import make_policy
+
+    assert trained_settings(tmp_path) == {"fmt": "compact", "history": 8, "plan": 4}  # nothing saved
+    (tmp_path / "train_config.json").write_text('{"fmt": "autoui", "history": 12, "plan": 2}')
+    assert trained_settings(tmp_path) == {"fmt": "autoui", "history": 12, "plan": 2}
+    assert trained_limits(tmp_path).max_history == 12
+    (tmp_path / "train_config.json").write_text('{"history": -1, "plan": true}')  # nonsense: the defaults
+    assert trained_settings(tmp_path) == {"fmt": "compact", "history": 8, "plan": 4}
+    served = tmp_path / "served"
+    shutil.copytree(model_dir, served)
+    (served / "train_config.json").write_text('{"fmt": "compact", "history": 12}')
+    policy = make_policy("model", None, model_path=served)
+    assert policy.limits.max_history == 12 and policy.fmt == "compact"
+
+
+def test_predict_cli_uses_the_trained_history(model_dir, screen, forced_output, tmp_path):
+    import shutil
+
+    served = tmp_path / "served"
+    shutil.copytree(model_dir, served)
+    (served / "train_config.json").write_text('{"fmt": "compact", "history": 10}')
+    history = tmp_path / "history.txt"
+    history.write_text("\n".join(["tap 100 100"] * 12))
+    calls = forced_output("point done ; done")
+    tok = ActionTokenizer.load()
+    for extra, kept in (([], 10), (["--max-history", "3"], 3)):
+        assert main(["predict", "--model", str(served), "--image", str(screen), "--goal", "g",
+                     "--history", str(history), *extra]) == 0
+        prompt = tok.decode(calls[-1][0].tolist())
+        assert prompt.count("tap 100 100") == kept

@@ -134,3 +134,20 @@ def test_parameters_no_forward_uses_are_frozen():
     assert not model.vision.post_layernorm.weight.requires_grad
     assert all(p.grad is None for p in model.parameters())
     assert model.decoder.embed_tokens.weight.requires_grad
+
+
+def test_init_from_a_half_precision_model_trains_in_float32(tiny, tmp_path):
+    # the shipped model is saved in fp16; --init from it must not train fp16 weights
+    from autoui.train.config import TrainConfig
+    from autoui.train.setup import build_model
+
+    tok = ActionTokenizer.load()
+    half = AutoUIModel(tiny.config)
+    half.load_state_dict(tiny.state_dict())
+    half.half().save_pretrained(tmp_path, tokenizer=tok)
+    model = build_model(TrainConfig(data=["x"], out=str(tmp_path / "run"), init=str(tmp_path)), tok, tmp_path)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    pixels, ids, labels = _batch(model)
+    _, loss = model(pixels, ids, labels=labels)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

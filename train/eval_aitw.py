@@ -47,37 +47,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def model_settings(model_dir: Path, fmt: str | None) -> dict:
-    """fmt/history/plan the model was trained with (its train_config.json), --fmt overriding."""
-    settings = {"fmt": "compact", "history": 8, "plan": 4}
-    path = model_dir / "train_config.json"
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        settings.update({k: saved[k] for k in settings if k in saved})
-    if fmt:
-        settings["fmt"] = fmt
-    return settings
-
-
 def predict_file(args: argparse.Namespace, out: Path, ids: frozenset[str] | None) -> tuple[Path, list[str], int, float]:
     """Write predictions.jsonl; returns (path, evaluated episode ids, steps, seconds)."""
     import torch
     from tqdm import tqdm
 
-    from autoui.agent import load_agent
+    from autoui.agent import load_agent, trained_settings
     from autoui.cli.eval_aitw import data_dirs
+    from autoui.model.prompt import PromptLimits
     from autoui.train.predict import batched, eval_pairs, predict_texts
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_agent(args.model, device=device)
-    s = model_settings(Path(args.model), args.fmt)
+    s = trained_settings(args.model)
+    s["fmt"] = args.fmt or s["fmt"]
     pairs = eval_pairs(list(data_dirs(args.data).values()), ids, args.max_steps, s["history"], s["plan"],
                        args.skip_corrupt)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     path, episodes, steps, t0 = out / "predictions.jsonl", [], 0, time.perf_counter()
     with open(path, "w", encoding="utf-8") as f, autocast:
         for chunk in tqdm(batched(pairs, args.batch_size), desc="predict", unit=" batch", disable=None):
-            texts = predict_texts(model, tokenizer, [smp for _, smp in chunk], s["fmt"], args.max_new_tokens)
+            texts = predict_texts(model, tokenizer, [smp for _, smp in chunk], s["fmt"], args.max_new_tokens,
+                                  PromptLimits(max_history=s["history"]))
             for (step, _), text in zip(chunk, texts):
                 f.write(json.dumps({"episode_id": step.episode_id, "step_id": int(step.step_id), "prediction": text}) + "\n")
                 if not episodes or episodes[-1] != step.episode_id:

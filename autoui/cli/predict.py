@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("compact", "autoui"), default=None,
                    help="action format of the prompt history and output (default: the one the model was "
                         "trained with, from its train_config.json; else compact)")
-    p.add_argument("--max-history", type=int, default=8, help="most recent actions kept in the prompt")
+    p.add_argument("--max-history", type=int, default=None,
+                   help="most recent actions kept in the prompt (default: as many as the model was trained with)")
     p.add_argument("--max-new-tokens", type=int, default=96, help="generation limit (an action is ~4-80 tokens)")
     p.add_argument("--json", action="store_true", help="print a JSON object (with pixel coordinates)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -75,14 +76,15 @@ def _inputs(args: argparse.Namespace) -> list:
 def run(args: argparse.Namespace) -> int:
     """Load the model, predict one action, print it. Returns the exit code."""
     from autoui.actions import ActionParseError
-    from autoui.agent import RuntimeOptions, load_agent, predict_action, trained_format
+    from autoui.agent import RuntimeOptions, load_agent, predict_action, trained_format, trained_settings
     from autoui.model.preprocess import ScreenError
     from autoui.model.prompt import PromptError, PromptLimits
     from autoui.model.tokenizer import TokenizerError
 
     history = _inputs(args)
     try:
-        limits = PromptLimits(max_history=args.max_history, max_target_tokens=args.max_new_tokens)
+        max_history = trained_settings(args.model)["history"] if args.max_history is None else args.max_history
+        limits = PromptLimits(max_history=max_history, max_target_tokens=args.max_new_tokens)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     try:

@@ -57,13 +57,45 @@ VISUAL_VIEWPORT_JS = (
     "() => { const v = window.visualViewport;"
     " return v ? [v.offsetLeft, v.offsetTop, v.width, v.height] : [0, 0, innerWidth, innerHeight]; }"
 )
-# Let the page run what the action queued (microtasks, a setTimeout(0) turn), then wait
-# `frames` animation frames, all capped at `cap` ms. A screenshot always renders a fresh
-# frame itself (rAF callbacks included), so frames=0 already shows synchronous effects.
-SETTLE_JS = """([frames, cap]) => new Promise(r => {
-  setTimeout(() => r(false), cap);
-  const frame = (n) => n <= 0 ? r(true) : requestAnimationFrame(() => frame(n - 1));
+# Installed in every document before its own scripts: remembers when the DOM last changed,
+# so the environment can tell a page that is still animating from script (jQuery's 13 ms
+# timers, rAF loops) from one that has come to rest.
+MUTATION_WATCH_JS = """
+(() => {
+  const mark = () => { window.__autouiMutatedAt = performance.now(); };
+  new MutationObserver(mark).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+})();
+"""
+_RUNNING_JS = """const finite = (a) => { const t = a.effect && a.effect.getComputedTiming(); return t && isFinite(t.endTime); };
+  const animating = () => document.getAnimations().some((a) => a.playState === 'running' && finite(a));
+  const last = () => window.__autouiMutatedAt ?? -Infinity;"""
+# Let the page run what the action queued (microtasks, a setTimeout(0) turn) and wait `frames`
+# animation frames, capped at `cap` ms. Returns the page clock then: the start of the window
+# in which the page must not change for the screenshot taken next to count as at rest.
+TURN_JS = """([frames, cap]) => new Promise(r => {
+  setTimeout(() => r(performance.now()), cap);
+  const frame = (n) => n <= 0 ? r(performance.now()) : requestAnimationFrame(() => frame(n - 1));
   setTimeout(() => frame(frames), 0);
+})"""
+# After a screenshot: was the page at rest while it was taken? No DOM change since `since`,
+# at least `quiet` ms since then, and no finite CSS animation or transition running.
+AT_REST_JS = """([since, quiet]) => {
+  """ + _RUNNING_JS + """
+  return last() < since && performance.now() - since >= quiet && !animating();
+}"""
+# Wait until the page is at rest: no DOM change for `quiet` ms and no finite CSS animation or
+# transition running (endless ones, like a spinner, never end and are not waited for). Capped
+# at `cap` ms: resolves true at rest, false at the cap.
+SETTLE_JS = """([cap, quiet]) => new Promise(r => {
+  """ + _RUNNING_JS + """
+  const t0 = performance.now();
+  const check = () => {
+    const now = performance.now();
+    if (now - last() >= quiet && now - t0 >= quiet && !animating()) return r(true);
+    if (now - t0 >= cap) return r(false);
+    setTimeout(check, 4);
+  };
+  check();
 })"""
 
 
@@ -100,7 +132,8 @@ class BrowserConfig:
     swipe_mode: str = "auto"
     swipe_steps: int = 8  # mouse moves per drag: drag handlers see intermediate positions
     settle_frames: int = 0  # animation frames to wait after an action (each ~16 ms)
-    settle_cap_ms: int = 100  # longest settle wait (navigations excepted)
+    settle_quiet_ms: int = 25  # the screen is at rest once the DOM has not changed for this long (0: no check)
+    settle_cap_ms: int = 1000  # longest wait for the page to come to rest (navigations excepted)
     load_timeout_ms: int = 5000  # longest wait for a navigation an action started
     annotate: bool = False  # add AITW annotation boxes of visible elements to each observation's metadata
     extra_args: tuple[str, ...] = field(default_factory=tuple)
@@ -110,8 +143,9 @@ class BrowserConfig:
             raise ValueError(f"unknown viewport preset {self.viewport!r}; expected one of {sorted(VIEWPORTS)}")
         if self.swipe_mode not in SWIPE_MODES:
             raise ValueError(f"swipe_mode must be one of {SWIPE_MODES}, got {self.swipe_mode!r}")
-        if self.swipe_steps < 1 or self.settle_frames < 0 or self.settle_cap_ms < 0 or self.load_timeout_ms <= 0:
-            raise ValueError(f"swipe_steps >= 1, settle_frames/cap >= 0, load_timeout_ms > 0 required: {self}")
+        settle = (self.settle_frames, self.settle_quiet_ms, self.settle_cap_ms)
+        if self.swipe_steps < 1 or min(settle) < 0 or self.load_timeout_ms <= 0:
+            raise ValueError(f"swipe_steps >= 1, settle_frames/quiet/cap >= 0, load_timeout_ms > 0 required: {self}")
 
     @property
     def screen(self) -> Viewport:
@@ -131,6 +165,7 @@ class BrowserEnv(Environment):
         self._crashed = False
         self._closing = False
         self._navigated = False
+        self._rest_since: float | None = None  # page clock after the last action's turn (see settle)
         self._done = False
         self._steps = 0
         self.goal = self.config.goal
@@ -151,6 +186,7 @@ class BrowserEnv(Environment):
             viewport={"width": vp.width, "height": vp.height}, device_scale_factor=vp.device_scale_factor,
             is_mobile=vp.is_mobile, has_touch=vp.has_touch,
         )
+        self._context.add_init_script(MUTATION_WATCH_JS)
         self.page = self._context.new_page()
         self.page.on("crash", lambda _p: self._mark_crashed("page crashed"))
         self.page.on("framenavigated", self._on_navigated)
@@ -295,21 +331,66 @@ class BrowserEnv(Environment):
             mouse.up()
 
     def settle(self) -> None:
-        """Wait, bounded, until the page has drawn the action's effect (and loaded, if it navigated)."""
+        """After an action: let the page run what it queued (and load, if it navigated).
+
+        The wait for animations is lazy: the next observation's screenshot is kept only if
+        the page did not change while it was taken (`at_rest_screenshot`), so a page with
+        nothing moving costs one task turn, and one that animates is observed where things
+        came to rest, as a person would see it.
+        """
         from playwright.sync_api import Error as PlaywrightError
 
+        cfg = self.config
+        self._rest_since = None
         try:
-            self.page.evaluate(SETTLE_JS, [self.config.settle_frames, self.config.settle_cap_ms])
+            since = self.page.evaluate(TURN_JS, [cfg.settle_frames, cfg.settle_cap_ms])
+            self._rest_since = since if cfg.settle_quiet_ms > 0 else None
         except PlaywrightError:
             # the action started a navigation that destroyed the context: wait for the new page below
             self._navigated = True
         if self._navigated:
-            try:
-                self.page.wait_for_load_state("load", timeout=self.config.load_timeout_ms)
-            except PlaywrightError as exc:
-                if self._crashed or "crash" in str(exc).lower():
-                    raise
-                log.debug("page still loading after %d ms; observing anyway", self.config.load_timeout_ms)
+            self._wait_for_load()
+
+    def _wait_for_load(self) -> None:
+        from playwright.sync_api import Error as PlaywrightError
+
+        try:
+            self.page.wait_for_load_state("load", timeout=self.config.load_timeout_ms)
+        except PlaywrightError as exc:
+            if self._crashed or "crash" in str(exc).lower():
+                raise
+            log.debug("page still loading after %d ms; observing anyway", self.config.load_timeout_ms)
+
+    def _ask_page(self, js: str, arg: Any) -> Any:
+        """`page.evaluate`, or None when a navigation replaced the document mid-call (then
+        waits for the new one to load). A dead page or browser still raises `BrowserCrashed`."""
+        try:
+            with self.guard("check whether the page is at rest"):
+                return self.page.evaluate(js, arg)
+        except BrowserCrashed:
+            raise
+        except EnvError as exc:
+            log.debug("page replaced while checking for rest (%s)", exc)
+            self._wait_for_load()
+            return None
+
+    def wait_for_rest(self) -> bool:
+        """Wait (up to settle_cap_ms) until the DOM stops changing and finite CSS animations end."""
+        cfg = self.config
+        rested = bool(self._ask_page(SETTLE_JS, [cfg.settle_cap_ms, cfg.settle_quiet_ms]))
+        if not rested:
+            log.debug("page not at rest after %d ms (or replaced); observing anyway", cfg.settle_cap_ms)
+        return rested
+
+    def at_rest_screenshot(self) -> np.ndarray:
+        """A screenshot of the page at rest: retaken after `wait_for_rest` when the page changed
+        while the first was taken (only right after an action; see `settle`)."""
+        shot = self.screenshot()
+        since, self._rest_since = self._rest_since, None
+        if since is None or self._ask_page(AT_REST_JS, [since, self.config.settle_quiet_ms]):
+            return shot
+        self.wait_for_rest()
+        return self.screenshot()
 
     def screenshot(self) -> np.ndarray:
         """What the observation shows, in device pixels: RGB np.uint8 [H, W, 3]."""
@@ -338,7 +419,7 @@ class BrowserEnv(Environment):
 
     def observe(self, done: bool = False, **extra: Any) -> Observation:
         """The current screen as an Observation (goal, url and step count in metadata)."""
-        shot = self.screenshot()
+        shot = self.at_rest_screenshot()
         meta = {"url": self.page.url, "step": self._steps, **extra}
         if self.config.annotate:
             with self.guard("list elements"):

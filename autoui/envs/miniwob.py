@@ -170,7 +170,8 @@ class MiniWoBEnv(BrowserEnv):
             else:
                 self._navigated = False
                 self.execute(action)
-                self.settle()
+                if not self.page.evaluate(STATE_JS)["done"]:  # a finished episode needs no settling
+                    self.settle()
             state = self.page.evaluate(STATE_JS)
             if not state["done"] and self.max_steps is not None and self._steps >= self.max_steps:
                 self.page.evaluate("() => core.endEpisode(-1, false, 'max steps')")

@@ -97,17 +97,19 @@ def load_heldout(data: Path, n: int, history: int = 8) -> list[Any]:
 class StepInputs:
     """Screenshot + goal + history -> (prompt ids, pixels [3, S, S]): the preprocessing of one agent step."""
 
-    def __init__(self, model: Any, tokenizer: Any, fmt: str):
+    def __init__(self, model: Any, tokenizer: Any, fmt: str, limits: Any = None):
         from autoui.model.preprocess import ScreenPreprocessor
+        from autoui.model.prompt import PromptLimits
 
         self.model, self.tokenizer, self.fmt = model, tokenizer, fmt
+        self.limits = limits or PromptLimits()
         self.screen = ScreenPreprocessor.from_config(model.config)
 
     def __call__(self, sample: Any) -> tuple[list[int], torch.Tensor]:
         from autoui.model.prompt import build_inputs
 
         pixels, _ = self.screen(sample.image)  # [3, S, S]
-        return build_inputs(self.tokenizer, self.model.config, sample.goal, sample.history, self.fmt), pixels
+        return build_inputs(self.tokenizer, self.model.config, sample.goal, sample.history, self.fmt, self.limits), pixels
 
 
 # -- measuring ----------------------------------------------------------------------------

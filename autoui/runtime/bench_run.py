@@ -114,14 +114,15 @@ def _eval_outputs(gen: Any, prompts: list, batch: int, max_new: int) -> list[lis
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Measure everything (see the module docstring of `autoui.runtime.bench`); the JSON-ready result."""
-    from autoui.agent import load_agent
+    from autoui.agent import load_agent, trained_limits
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     model, tok = load_agent(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    samples = load_heldout(cfg.data, max(cfg.eval_steps, cfg.latency_steps))
-    inputs = StepInputs(model, tok, cfg.fmt)
+    limits = trained_limits(cfg.model)  # prompts as the model was trained: the same history length
+    samples = load_heldout(cfg.data, max(cfg.eval_steps, cfg.latency_steps), history=limits.max_history)
+    inputs = StepInputs(model, tok, cfg.fmt, limits)
     prompts = [inputs(s) for s in samples]
     max_seq = max(len(ids) for ids, _ in prompts) + cfg.max_new_tokens
     export_dir = export_for_hf(cfg.model) if cfg.hf else None

@@ -47,9 +47,14 @@ def load_tokenizer(cfg: TrainConfig, model_dir: str | Path | None = None) -> Act
 
 
 def build_model(cfg: TrainConfig, tokenizer: ActionTokenizer, model_dir: str | Path | None = None) -> AutoUIModel:
-    """Load `model_dir` (checkpoint or --init) or build the preset with fresh weights (seeded by the caller)."""
+    """Load `model_dir` (checkpoint or --init) or build the preset with fresh weights (seeded by the caller).
+
+    Weights are always float32 here, the training master copy: a shipped model saved in fp16
+    (models/default-model) trained as fp16 would overflow to NaN within steps, and crawl on CPU.
+    Mixed precision is the accelerator's autocast, not the parameters' dtype.
+    """
     if model_dir is not None:
-        model = AutoUIModel.from_pretrained(model_dir)
+        model = AutoUIModel.from_pretrained(model_dir, dtype=torch.float32)
     else:
         model = AutoUIModel(load_preset(cfg.preset).with_tokenizer(tokenizer))
     check_ids(tokenizer, model.config)
