@@ -374,6 +374,10 @@ class BrowserEnv(Environment):
             self._wait_for_load()
             return None
 
+    def skip_rest_check(self) -> None:
+        """Take the next observation as it is, without checking the page is at rest."""
+        self._rest_since = None
+
     def wait_for_rest(self) -> bool:
         """Wait (up to settle_cap_ms) until the DOM stops changing and finite CSS animations end."""
         cfg = self.config

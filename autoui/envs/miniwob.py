@@ -170,14 +170,14 @@ class MiniWoBEnv(BrowserEnv):
             else:
                 self._navigated = False
                 self.execute(action)
-                if not self.page.evaluate(STATE_JS)["done"]:  # a finished episode needs no settling
-                    self.settle()
+                self.settle()
             state = self.page.evaluate(STATE_JS)
             if not state["done"] and self.max_steps is not None and self._steps >= self.max_steps:
                 self.page.evaluate("() => core.endEpisode(-1, false, 'max steps')")
                 state, extra["truncated"] = self.page.evaluate(STATE_JS), True
             if state["done"]:
                 self._done = True
+                self.skip_rest_check()  # the episode is judged: its last screen need not wait for animations
                 self.page.evaluate(HIDE_COVER_JS)
         return self._observe_state(state, extra)
 
