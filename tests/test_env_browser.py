@@ -276,3 +276,14 @@ def test_a_still_page_is_not_waited_for(env, site):
     assert env.page.evaluate(AT_REST_JS, [since, 0]) is True
     env.page.evaluate("document.body.dataset.x = '1'")  # a change after `since`
     assert env.page.evaluate(AT_REST_JS, [since, 0]) is False
+
+
+@needs_chromium
+def test_changes_inside_ignored_elements_do_not_hold_the_page(site):
+    from autoui.envs.browser import BrowserEnv
+
+    with BrowserEnv(settle_ignore="#t", settle_cap_ms=2000) as env:  # "#t" becomes a clock once tapped
+        env.reset(site + "busy.html")
+        env.step(Action.tap(0.3, 0.5))
+        assert env.page.evaluate("document.getElementById('t').textContent") != "tick"  # it ticks
+        assert env.wait_for_rest() is True

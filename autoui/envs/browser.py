@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
@@ -62,7 +63,9 @@ VISUAL_VIEWPORT_JS = (
 # timers, rAF loops) from one that has come to rest.
 MUTATION_WATCH_JS = """
 (() => {
-  const mark = () => { window.__autouiMutatedAt = performance.now(); };
+  const ignore = %s;  // changes inside these elements do not count (a clock outside the observed region)
+  const counts = (m) => !ignore || !(m.target.nodeType === 1 ? m.target : m.target.parentElement)?.closest(ignore);
+  const mark = (list) => { if (list.some(counts)) window.__autouiMutatedAt = performance.now(); };
   new MutationObserver(mark).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
 })();
 """
@@ -134,6 +137,7 @@ class BrowserConfig:
     settle_frames: int = 0  # animation frames to wait after an action (each ~16 ms)
     settle_quiet_ms: int = 25  # the screen is at rest once the DOM has not changed for this long (0: no check)
     settle_cap_ms: int = 1000  # longest wait for the page to come to rest (navigations excepted)
+    settle_ignore: str = ""  # CSS selector: changes inside these elements never make the page "busy"
     load_timeout_ms: int = 5000  # longest wait for a navigation an action started
     annotate: bool = False  # add AITW annotation boxes of visible elements to each observation's metadata
     extra_args: tuple[str, ...] = field(default_factory=tuple)
@@ -186,7 +190,7 @@ class BrowserEnv(Environment):
             viewport={"width": vp.width, "height": vp.height}, device_scale_factor=vp.device_scale_factor,
             is_mobile=vp.is_mobile, has_touch=vp.has_touch,
         )
-        self._context.add_init_script(MUTATION_WATCH_JS)
+        self._context.add_init_script(MUTATION_WATCH_JS % json.dumps(self.config.settle_ignore or None))
         self.page = self._context.new_page()
         self.page.on("crash", lambda _p: self._mark_crashed("page crashed"))
         self.page.on("framenavigated", self._on_navigated)

@@ -47,6 +47,8 @@ START_JS = """([seed, mode, maxTime]) => {
 STATE_JS = """() => ({done: WOB_DONE_GLOBAL, raw: WOB_RAW_REWARD_GLOBAL, reward: WOB_REWARD_GLOBAL,
   reason: WOB_REWARD_REASON == null ? null : String(WOB_REWARD_REASON)})"""
 UTTERANCE_JS = "() => { const u = core.getUtterance(); return typeof u === 'string' ? u : u.utterance; }"
+# MiniWoB's own panel beside the task area: its countdown ticks every second and is never observed
+OUTSIDE_TASK = "#reward-display"
 HIDE_COVER_JS = "() => { const c = document.getElementById('sync-task-cover'); if (c) c.style.display = 'none'; }"
 
 
@@ -107,7 +109,7 @@ class MiniWoBEnv(BrowserEnv):
             task_path(task)
         viewport = Viewport(*(FLIGHT_WINDOW if task and task.startswith("flight.") else WINDOW), device_scale_factor=scale)
         super().__init__(BrowserConfig(viewport=viewport, headless=headless, chromium_path=chromium_path,
-                                       swipe_mode=swipe_mode, annotate=annotate))
+                                       swipe_mode=swipe_mode, annotate=annotate, settle_ignore=OUTSIDE_TASK))
         self.task, self.seed, self.data_mode, self.max_steps = task, 0, data_mode, max_steps
         self._area = FLIGHT_TASK_AREA if task and task.startswith("flight.") else TASK_AREA
 
