@@ -243,6 +243,14 @@ def test_observation_waits_for_a_css_transition(env, site):
     env.reset(site + "fade.html")
     obs = env.step(Action.tap(0.5, 0.5))
     assert obs.screenshot[obs.height // 2, obs.width // 2].tolist() == [0, 0, 255]
+    # the transition is seen running right after the action's turn, so the environment waits for
+    # it before the screenshot (a slow screenshot could otherwise start mid-way and end after it)
+    env.reset(site + "fade.html")
+    env.execute(Action.tap(0.5, 0.5))
+    env.settle()
+    assert env._turn[1] is True
+    obs = env.observe()
+    assert obs.screenshot[obs.height // 2, obs.width // 2].tolist() == [0, 0, 255]
 
 
 @needs_chromium
@@ -267,7 +275,8 @@ def test_a_still_page_is_not_waited_for(env, site):
     env.use_viewport("desktop")
     env.reset(site + "grid.html")
     env.settle()
-    since = env._rest_since
+    since, animating = env._turn
+    assert not animating
     env.screenshot()
     # nothing changed since the action's turn and the screenshot took longer than the quiet
     # window (else the at-rest check asks for a wait, which is what it is for)

@@ -73,11 +73,14 @@ _RUNNING_JS = """const finite = (a) => { const t = a.effect && a.effect.getCompu
   const animating = () => document.getAnimations().some((a) => a.playState === 'running' && finite(a));
   const last = () => window.__autouiMutatedAt ?? -Infinity;"""
 # Let the page run what the action queued (microtasks, a setTimeout(0) turn) and wait `frames`
-# animation frames, capped at `cap` ms. Returns the page clock then: the start of the window
-# in which the page must not change for the screenshot taken next to count as at rest.
+# animation frames, capped at `cap` ms. Returns [page clock, a finite CSS animation or transition
+# is running]: the clock starts the window in which the page must not change for the screenshot
+# taken next to count as at rest.
 TURN_JS = """([frames, cap]) => new Promise(r => {
-  setTimeout(() => r(performance.now()), cap);
-  const frame = (n) => n <= 0 ? r(performance.now()) : requestAnimationFrame(() => frame(n - 1));
+  """ + _RUNNING_JS + """
+  const done = () => r([performance.now(), animating()]);
+  setTimeout(done, cap);
+  const frame = (n) => n <= 0 ? done() : requestAnimationFrame(() => frame(n - 1));
   setTimeout(() => frame(frames), 0);
 })"""
 # After a screenshot: was the page at rest while it was taken? No DOM change since `since`,
@@ -169,7 +172,7 @@ class BrowserEnv(Environment):
         self._crashed = False
         self._closing = False
         self._navigated = False
-        self._rest_since: float | None = None  # page clock after the last action's turn (see settle)
+        self._turn: tuple[float, bool] | None = None  # (page clock, animating) after the last action (see settle)
         self._done = False
         self._steps = 0
         self.goal = self.config.goal
@@ -345,10 +348,10 @@ class BrowserEnv(Environment):
         from playwright.sync_api import Error as PlaywrightError
 
         cfg = self.config
-        self._rest_since = None
+        self._turn = None
         try:
-            since = self.page.evaluate(TURN_JS, [cfg.settle_frames, cfg.settle_cap_ms])
-            self._rest_since = since if cfg.settle_quiet_ms > 0 else None
+            since, animating = self.page.evaluate(TURN_JS, [cfg.settle_frames, cfg.settle_cap_ms])
+            self._turn = (since, bool(animating)) if cfg.settle_quiet_ms > 0 else None
         except PlaywrightError:
             # the action started a navigation that destroyed the context: wait for the new page below
             self._navigated = True
@@ -380,7 +383,7 @@ class BrowserEnv(Environment):
 
     def skip_rest_check(self) -> None:
         """Take the next observation as it is, without checking the page is at rest."""
-        self._rest_since = None
+        self._turn = None
 
     def wait_for_rest(self) -> bool:
         """Wait (up to settle_cap_ms) until the DOM stops changing and finite CSS animations end."""
@@ -393,9 +396,15 @@ class BrowserEnv(Environment):
     def at_rest_screenshot(self) -> np.ndarray:
         """A screenshot of the page at rest: retaken after `wait_for_rest` when the page changed
         while the first was taken (only right after an action; see `settle`)."""
+        turn, self._turn = self._turn, None
+        if turn is None:
+            return self.screenshot()
+        since, animating = turn
+        if animating:  # a CSS transition is under way: it may end while a slow screenshot is taken
+            self.wait_for_rest()
+            return self.screenshot()
         shot = self.screenshot()
-        since, self._rest_since = self._rest_since, None
-        if since is None or self._ask_page(AT_REST_JS, [since, self.config.settle_quiet_ms]):
+        if self._ask_page(AT_REST_JS, [since, self.config.settle_quiet_ms]):
             return shot
         self.wait_for_rest()
         return self.screenshot()
