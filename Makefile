@@ -30,7 +30,7 @@ demo: install
 
 # The recipe of models/default-model/: expert demonstrations (seeds 0..319 per task, held-out 500000..),
 # one hour of CPU training from scratch with the grounding loss (docs/train.md section 7), then a
-# 35-minute second stage from those weights (lr 5e-4, 12 previous actions in the prompt), then fp16
+# 35-minute second stage from those weights (lr 5e-4), then fp16
 # weights into models/default-model/. The shipped weights came from exactly these flags (2026-12-03),
 # with one difference: stage 1 then saw click-collapsible screens captured mid-animation (the
 # environment observed the page before it came to rest); its demonstrations were re-collected with
@@ -44,7 +44,7 @@ default-model: install
 	$(BIN)/autoui collect miniwob --suite default --episodes 24 --seed 500000 --out data/miniwob/heldout --workers 2
 	$(SFT) --preset default --out runs/miniwob-default --steps 2400 --lr 1e-3 --warmup 150 --val-every 800 --seed 0
 	$(SFT) --init runs/miniwob-default/final --out runs/miniwob-default-2 --steps 1200 --lr 5e-4 --warmup 100 \
-	    --val-every 600 --seed 1 --history 12
+	    --val-every 600 --seed 1
 	$(BIN)/python train/ship_model.py runs/miniwob-default-2/final
 
 clean:

@@ -151,3 +151,20 @@ def test_init_from_a_half_precision_model_trains_in_float32(tiny, tmp_path):
     _, loss = model(pixels, ids, labels=labels)
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_training_prompts_keep_the_configured_history():
+    # --history 12 must reach the prompt: the default PromptLimits keeps only 8
+    from autoui.actions import Action
+    from autoui.model.prompt import prompt_text, text_ids
+    from autoui.train.config import TrainConfig
+    from autoui.train.setup import make_builder, prompt_limits
+
+    tok = ActionTokenizer.load()
+    cfg = TrainConfig(data=["x"], out="unused", history=12)
+    builder = make_builder(cfg, tok, load_preset("tiny").with_tokenizer(tok))
+    assert builder.limits == prompt_limits(cfg) and builder.limits.max_history == 12
+    history = [Action.tap(0.1 * (i % 9) + 0.05, 0.5) for i in range(12)]
+    kept = text_ids(tok, "g", history, "compact", builder.limits)
+    assert kept == tok.encode(prompt_text("g", history, "compact"))  # all 12, nothing cut
+    assert kept != text_ids(tok, "g", history[-8:], "compact", builder.limits)

@@ -26,7 +26,7 @@ from autoui.train.grounding import GroundingLoss, GroundingSpec
 from autoui.train.predict import batched, predict_texts
 from autoui.train.schedule import make_scheduler
 from autoui.train.setup import (build_model, freeze_unused_parameters, load_tokenizer, load_val_pairs, make_builder, make_optimizer,
-                                make_train_loader, mixed_precision)
+                                make_train_loader, mixed_precision, prompt_limits)
 
 log = logging.getLogger("autoui.train")
 METRICS_FILE = "metrics.jsonl"
@@ -171,7 +171,7 @@ class Trainer:
         for chunk in batched(mine, self.cfg.val_batch_size):
             with self.acc.autocast():
                 texts = predict_texts(self.raw, self.tokenizer, [s for _, s in chunk], self.cfg.fmt,
-                                      self.cfg.max_new_tokens or None)
+                                      self.cfg.max_new_tokens or None, prompt_limits(self.cfg))
             preds.update({(st.episode_id, int(st.step_id)): t for (st, _), t in zip(chunk, texts)})
         merged: dict[tuple[str, int], str] = {}
         for part in gather_object([preds]):

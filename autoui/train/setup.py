@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from autoui.data.splits import split_ids
 from autoui.data.stream import AITWStream, resolve_shards
 from autoui.model.config import load_preset
-from autoui.model.prompt import check_ids
+from autoui.model.prompt import PromptLimits, check_ids
 from autoui.model.tokenizer import TOKENIZER_FILE, ActionTokenizer
 from autoui.model.vlm import AutoUIModel
 from autoui.train.augment import Augment
@@ -137,9 +137,15 @@ def load_val_pairs(cfg: TrainConfig) -> list[tuple[Any, Any]]:
     return pairs
 
 
+def prompt_limits(cfg: TrainConfig) -> PromptLimits:
+    """The prompt limits of training and validation: `--history` previous actions (the default
+    PromptLimits keeps 8, which silently cut longer histories before)."""
+    return PromptLimits(max_history=cfg.history)
+
+
 def make_builder(cfg: TrainConfig, tokenizer: ActionTokenizer, model_config: Any) -> ExampleBuilder:
     """The per-sample example builder used by the training DataLoader."""
     augment = Augment(shift=cfg.augment_shift, text_swap=cfg.augment_text, seed=cfg.seed)
-    return ExampleBuilder(tokenizer, model_config, fmt=cfg.fmt, with_plan=cfg.with_plan, augment=augment,
-                          grounding=cfg.grounding_weight > 0)
+    return ExampleBuilder(tokenizer, model_config, fmt=cfg.fmt, with_plan=cfg.with_plan, limits=prompt_limits(cfg),
+                          augment=augment, grounding=cfg.grounding_weight > 0)
 
