@@ -111,7 +111,7 @@ def trained_settings(directory: str | Path) -> dict[str, Any]:
     number of previous actions (a model trained on 12 cannot count 12 taps from 8).
     """
     saved = _train_config(directory)
-    settings = dict(TRAINED_DEFAULTS, fmt=trained_format(directory))
+    settings = dict(TRAINED_DEFAULTS, fmt=_format_of(saved, TRAINED_DEFAULTS["fmt"]))
     for key in ("history", "plan"):
         value = saved.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
@@ -121,7 +121,11 @@ def trained_settings(directory: str | Path) -> dict[str, Any]:
 
 def trained_format(directory: str | Path, default: str = "compact") -> str:
     """The action format a saved model was trained with (its train_config.json "fmt"), else `default`."""
-    fmt = _train_config(directory).get("fmt")
+    return _format_of(_train_config(directory), default)
+
+
+def _format_of(saved: dict[str, Any], default: str) -> str:
+    fmt = saved.get("fmt")
     return fmt if fmt in ("compact", "autoui") else default
 
 

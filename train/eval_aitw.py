@@ -61,14 +61,14 @@ def predict_file(args: argparse.Namespace, out: Path, ids: frozenset[str] | None
     model, tokenizer = load_agent(args.model, device=device)
     s = trained_settings(args.model)
     s["fmt"] = args.fmt or s["fmt"]
+    limits = PromptLimits(max_history=s["history"])  # as many previous actions as training kept
     pairs = eval_pairs(list(data_dirs(args.data).values()), ids, args.max_steps, s["history"], s["plan"],
                        args.skip_corrupt)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     path, episodes, steps, t0 = out / "predictions.jsonl", [], 0, time.perf_counter()
     with open(path, "w", encoding="utf-8") as f, autocast:
         for chunk in tqdm(batched(pairs, args.batch_size), desc="predict", unit=" batch", disable=None):
-            texts = predict_texts(model, tokenizer, [smp for _, smp in chunk], s["fmt"], args.max_new_tokens,
-                                  PromptLimits(max_history=s["history"]))
+            texts = predict_texts(model, tokenizer, [smp for _, smp in chunk], s["fmt"], args.max_new_tokens, limits)
             for (step, _), text in zip(chunk, texts):
                 f.write(json.dumps({"episode_id": step.episode_id, "step_id": int(step.step_id), "prediction": text}) + "\n")
                 if not episodes or episodes[-1] != step.episode_id:
