@@ -121,6 +121,20 @@ def test_grounding_loss_is_trained_and_logged(data, tmp_path):
     assert set(AutoUIModel.from_pretrained(final).state_dict()) == set(trainer.raw.state_dict())
 
 
+def test_box_text_loss_and_reading_drills_are_trained_and_logged(data, tmp_path):
+    cfg = TrainConfig(preset="tiny", data=(str(data["train"]),), out=str(tmp_path / "r"), steps=12,
+                      batch_size=8, warmup=2, lr=3e-3, shuffle_buffer=1, box_text_weight=1.0, box_text_boxes=3,
+                      augment_read=0.5)
+    trainer = Trainer(cfg)
+    final = trainer.train()
+    train = [r for r in _metrics(tmp_path / "r") if r["kind"] == "train"]
+    box = [r["box_text_loss"] for r in train]
+    assert all(b > 0 for b in box) and "ground_loss" not in train[0]  # synthetic boxes carry words
+    assert all(r["loss"] >= r["box_text_loss"] for r in train)  # the total includes it (weight 1)
+    assert sum(box[-3:]) < sum(box[:3])
+    assert set(AutoUIModel.from_pretrained(final).state_dict()) == set(trainer.raw.state_dict())
+
+
 def test_frozen_vision_with_feature_cache(data, tmp_path):
     cfg = TrainConfig(preset="tiny", data=(str(data["val"]),), out=str(tmp_path / "r"), steps=4, batch_size=8,
                       warmup=1, freeze_vision=True, cache_vision_features=True,

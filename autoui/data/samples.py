@@ -40,6 +40,7 @@ class Sample:
     plan: tuple[ActionType, ...]  # this step's action type and the next ones
     target: Action
     ui_positions: np.ndarray = field(repr=False)  # float32 [N, 4] (y, x, h, w), for the metric
+    ui_text: tuple[str, ...] = ()  # the text of each box (reading drills use it)
     epoch: int = 0  # the training pass that produced it (streams set it; augmentation draws from it)
 
     def prompt(self, fmt: str = "autoui") -> str:
@@ -78,5 +79,6 @@ def make_samples(episode: Episode, history: int = 8, plan: int = 4) -> list[Samp
             plan=tuple(a.action_type for a in actions[i:i + plan]),
             target=step.action,
             ui_positions=step.ui_positions,
+            ui_text=tuple(step.ui_text),
         ))
     return samples

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from autoui.actions import Action, ActionType
+from autoui.train.reading import reading_drill
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Augment:
 
     shift: float = 0.0  # max translation, as a fraction of the screen's height / width
     text_swap: float = 0.0  # probability of swapping each typed text the goal quotes
+    read: float = 0.0  # probability of replacing the sample by a reading drill (autoui.train.reading)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -45,16 +47,20 @@ class Augment:
             raise ValueError(f"augment shift must be in [0, 0.5), got {self.shift}")
         if not 0.0 <= self.text_swap <= 1.0:
             raise ValueError(f"augment text_swap must be in [0, 1], got {self.text_swap}")
+        if not 0.0 <= self.read <= 1.0:
+            raise ValueError(f"augment read must be in [0, 1], got {self.read}")
 
     @property
     def enabled(self) -> bool:
-        return self.shift > 0 or self.text_swap > 0
+        return self.shift > 0 or self.text_swap > 0 or self.read > 0
 
     def __call__(self, sample: Any) -> Any:
         """A new Sample (same type) with the augmentations drawn for this sample and epoch."""
         if not self.enabled:
             return sample
         rng = random.Random(f"augment:{self.seed}:{sample.episode_id}:{sample.step_id}:{getattr(sample, 'epoch', 0)}")
+        if self.read > 0 and rng.random() < self.read:
+            sample = reading_drill(sample, rng)
         if self.text_swap > 0:
             sample = swap_typed_text(sample, rng, self.text_swap)
         if self.shift > 0:

@@ -104,6 +104,11 @@ class TrainConfig:
         "translate each screenshot (and its taps) by up to this fraction of the screen, so taps must be grounded in pixels"))
     augment_text: float = field(default=0.0, metadata=_help(
         "probability of replacing each typed text that the goal quotes by random text of the same shape"))
+    augment_read: float = field(default=0.0, metadata=_help(
+        "probability of replacing a sample by a reading drill: 'Click on the text \"X\".' for a short text on its screen"))
+    box_text_weight: float = field(default=0.0, metadata=_help(
+        "weight of the box-text loss (the image tokens under each annotated text box must name its words; 0: off)"))
+    box_text_boxes: int = field(default=6, metadata=_help("annotated text boxes per sample for the box-text loss"))
     grounding_weight: float = field(default=0.0, metadata=_help(
         "weight of the grounding loss (a head per --grounding-layers learns to attend to the tapped patch; 0: off)"))
     grounding_layers: tuple[int, ...] = field(default=(1, 2), metadata=_help(
@@ -144,6 +149,9 @@ class TrainConfig:
         _check(self.plan >= 1, f"TrainConfig.plan must be >= 1, got {self.plan}")
         _check(0.0 <= self.augment_shift < 0.5, f"TrainConfig.augment_shift must be in [0, 0.5), got {self.augment_shift}")
         _check(0.0 <= self.augment_text <= 1.0, f"TrainConfig.augment_text must be in [0, 1], got {self.augment_text}")
+        _check(self.box_text_weight >= 0, f"TrainConfig.box_text_weight must be >= 0, got {self.box_text_weight}")
+        _check(self.box_text_boxes >= 1, f"TrainConfig.box_text_boxes must be >= 1, got {self.box_text_boxes}")
+        _check(0.0 <= self.augment_read <= 1.0, f"TrainConfig.augment_read must be in [0, 1], got {self.augment_read}")
         _check(self.grounding_weight >= 0, f"TrainConfig.grounding_weight must be >= 0, got {self.grounding_weight}")
         _check(not self.grounding_weight or bool(self.grounding_layers), "--grounding-layers is empty")
         _check(self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr}")

@@ -14,6 +14,7 @@ from autoui.data.collate import collate
 from autoui.model.preprocess import ScreenPreprocessor
 from autoui.model.prompt import PromptError, PromptLimits, build_training_example, target_ids
 from autoui.train.augment import Augment
+from autoui.train.box_text import box_text_tensors
 from autoui.train.grounding import coordinate_token_ids, query_mask, tap_image_token
 
 
@@ -29,6 +30,8 @@ class ExampleBuilder:
     augment: Augment = field(default_factory=Augment)
     grounding: bool = False
     """Also emit "ground_patch" and "ground_query" for `autoui.train.grounding.GroundingLoss`."""
+    box_text: int = 0
+    """Also emit "box_pool" and "box_target" for up to this many boxes (`autoui.train.box_text`)."""
 
     def __post_init__(self) -> None:
         self.preprocess = ScreenPreprocessor.from_config(self.config)
@@ -53,6 +56,9 @@ class ExampleBuilder:
             tap = sample.target.is_tap
             example["ground_patch"] = tap_image_token(sample.target.touch_yx, letterbox, self.config) if tap else -1
             example["ground_query"] = query_mask(labels, self.coordinate_ids) if tap else [0] * len(labels)
+        if self.box_text:
+            example["box_pool"], example["box_target"] = box_text_tensors(
+                sample, letterbox, self.config, self.tokenizer, self.box_text)
         return example
 
 
@@ -70,4 +76,7 @@ class BatchCollator:
             out["ground_patch"] = torch.tensor([ex["ground_patch"] for ex in batch])  # [B]
             out["ground_query"] = collate([{"input_ids": ex["ground_query"]} for ex in batch], pad_id=0,
                                           padding_side=self.padding_side)["input_ids"]  # [B, T]
+        if "box_pool" in batch[0]:
+            out["box_pool"] = torch.stack([ex["box_pool"] for ex in batch])  # [B, K, N_img]
+            out["box_target"] = torch.stack([ex["box_target"] for ex in batch])  # [B, K, V]
         return out

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from autoui.metrics import evaluate
+from autoui.train.box_text import BoxTextLoss, BoxTextSpec
 from autoui.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from autoui.train.config import TrainConfig, TrainConfigError
 from autoui.train.features import FeatureCache, cached_vision, tower_fingerprint
@@ -61,6 +62,8 @@ class Trainer:
         self.grounding = (GroundingLoss(self.raw, GroundingSpec(cfg.grounding_weight, cfg.grounding_layers,
                                                                 readout=cfg.grounding_readout))
                           if cfg.grounding_weight > 0 else None)
+        self.box_text = (BoxTextLoss(self.raw, BoxTextSpec(cfg.box_text_weight, cfg.box_text_boxes))
+                         if cfg.box_text_weight > 0 else None)
         builder = make_builder(cfg, self.tokenizer, self.raw.config)
         self.loader = make_train_loader(cfg, builder, self.acc.process_index, self.acc.num_processes,
                                         skip_batches=self.step * cfg.grad_accum)
@@ -105,18 +108,21 @@ class Trainer:
                                keep=self.cfg.keep_checkpoints)
 
     # ---- one step ----------------------------------------------------------------------
-    def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (the loss to minimise, the grounding term alone: 0 when off)."""
+    def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """-> (the loss to minimise, each auxiliary term alone: {"ground_loss", "box_text_loss"} when on)."""
         dev = self.acc.device
         args = (batch["pixel_values"].to(dev), batch["input_ids"].to(dev), batch["attention_mask"].to(dev),
                 batch["labels"].to(dev))
         ctx = cached_vision(self.raw, self.cache, batch["keys"]) if self.cache is not None else contextlib.nullcontext()
         with ctx:
             _, loss = self.model(*args, return_logits=False)
-        if self.grounding is None:
-            return loss, torch.zeros((), device=dev)
-        ground = self.grounding.loss(batch)
-        return loss + self.grounding.spec.weight * ground, ground.detach().float()
+        terms = {}
+        for name, aux in (("ground_loss", self.grounding), ("box_text_loss", self.box_text)):
+            if aux is not None:
+                term = aux.loss(batch)
+                loss = loss + aux.spec.weight * term
+                terms[name] = term.detach().float()
+        return loss, terms
 
     def _next(self, it: Any) -> dict[str, Any]:
         try:
@@ -130,17 +136,18 @@ class Trainer:
         k = self.cfg.grad_accum
         self.model.train()
         loss_sum = torch.zeros((), device=self.acc.device)
-        ground_sum = torch.zeros((), device=self.acc.device)
+        term_sums: dict[str, torch.Tensor] = {}
         tokens = samples = 0
         for i in range(k):
             batch = self._next(it)
             # all-reduce gradients only on the last micro-batch
             sync = contextlib.nullcontext() if i == k - 1 else self.acc.no_sync(self.model)
             with sync:
-                loss, ground = self._loss(batch)
+                loss, terms = self._loss(batch)
                 self.acc.backward(loss / k)
             loss_sum += loss.detach().float()
-            ground_sum += ground
+            for name, term in terms.items():
+                term_sums[name] = term_sums.get(name, 0.0) + term
             tokens += int(batch["attention_mask"].sum())
             samples += len(batch["keys"])
         if self.cfg.max_grad_norm > 0:
@@ -149,13 +156,13 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        stats = torch.tensor([loss_sum.item() / k, tokens, samples, ground_sum.item() / k],
+        names = sorted(term_sums)
+        stats = torch.tensor([loss_sum.item() / k, tokens, samples, *(float(term_sums[m]) / k for m in names)],
                              device=self.acc.device, dtype=torch.float64)
         stats = self.acc.reduce(stats, reduction="sum")
         n = self.acc.num_processes
         out = {"loss": float(stats[0]) / n, "tokens": float(stats[1]), "samples": float(stats[2]), "lr": lr}
-        if self.grounding is not None:
-            out["ground_loss"] = float(stats[3]) / n
+        out.update({m: float(v) / n for m, v in zip(names, stats[3:])})
         return out
 
     # ---- validation --------------------------------------------------------------------
@@ -214,8 +221,7 @@ class Trainer:
             dt = time.perf_counter() - t0
             rec = {"kind": "train", "step": self.step, "loss": out["loss"], "lr": out["lr"],
                    "samples_per_s": out["samples"] / dt, "tokens_per_s": out["tokens"] / dt, "step_time_s": dt}
-            if "ground_loss" in out:
-                rec["ground_loss"] = out["ground_loss"]
+            rec.update({m: out[m] for m in ("ground_loss", "box_text_loss") if m in out})
             if self.step % c.log_every == 0 or self.step == end:
                 self._log(rec)
             bar.update(1)

@@ -1,0 +1,112 @@
+"""The box-text loss: the image tokens under each annotated box must name the words in it.
+
+Why: the tasks the default model fails pick their target by a word, and it cannot read.
+Asked to "click on the text" ONE or TWO on held-out click-test-2 screens, it hits the right
+button at chance. Demonstrations teach reading only through the tap, one word per screen,
+through eight layers. Every recorded step, though, has annotation boxes with their text (what
+OCR reports, as in AITW). That is dense, direct supervision for the vision side.
+
+What: for up to `boxes` short-text boxes per sample, the projected image tokens (the vectors
+the decoder reads) that the box covers are averaged. Their cosine similarity to every row of
+the decoder's token embedding table, times `scale`, is scored by cross-entropy against the
+box's own tokens, each of its distinct tokens weighted equally. So the image token of a word
+must lie near the embeddings of that word's pieces, and the goal's quoted word and the
+screen's word then meet in the same space. No parameters are added. The model, its saved
+weights and its serving path are unchanged. It is a training-only term with a weight, like
+the grounding loss.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from autoui.data.samples import normalize_space
+from autoui.train.reading import short_text
+
+
+def box_patches(box: Any, letterbox: Any, config: Any) -> list[int]:
+    """Image-token indices of the patches that a normalized screen box (y, x, h, w) overlaps."""
+    side = config.vision.image_size // config.vision.patch_size
+    y, x, h, w = (float(v) for v in box)
+    y0, x0 = letterbox.screen_to_image(max(y, 0.0), max(x, 0.0))
+    y1, x1 = letterbox.screen_to_image(min(y + h, 1.0), min(x + w, 1.0))
+    if y1 <= y0 or x1 <= x0:
+        return []
+    rows = range(int(y0 * side), min(side - 1, int(y1 * side - 1e-6)) + 1)
+    cols = range(int(x0 * side), min(side - 1, int(x1 * side - 1e-6)) + 1)
+    offset = config.num_image_tokens - side * side
+    return [offset + r * side + c for r in rows for c in cols]
+
+
+def box_text_tensors(sample: Any, letterbox: Any, config: Any, tokenizer: Any,
+                     boxes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooling weights [K, N_img] and target token distributions [K, V] for up to K = `boxes`
+    short-text boxes of `sample`, drawn per (episode, step, epoch); unused rows are zero."""
+    candidates = []
+    for i, raw in enumerate(getattr(sample, "ui_text", ())):
+        text = normalize_space(raw)
+        if not short_text(text):
+            continue
+        patches = box_patches(sample.ui_positions[i], letterbox, config)
+        ids = sorted(set(tokenizer.encode(text)))
+        if patches and ids:
+            candidates.append((patches, ids))
+    rng = random.Random(f"box-text:{sample.episode_id}:{sample.step_id}:{getattr(sample, 'epoch', 0)}")
+    pool = torch.zeros(boxes, config.num_image_tokens)
+    target = torch.zeros(boxes, config.decoder.vocab_size)
+    for k, (patches, ids) in enumerate(rng.sample(candidates, min(boxes, len(candidates)))):
+        pool[k, patches] = 1.0 / len(patches)
+        target[k, ids] = 1.0 / len(ids)
+    return pool, target
+
+
+@dataclass(frozen=True)
+class BoxTextSpec:
+    """How much the term weighs, how many boxes per sample, and the cosine-logit scale."""
+
+    weight: float
+    boxes: int = 6
+    scale: float = 16.0
+
+
+class BoxTextLoss:
+    """Capture the projector's output during a forward, then score it against the boxes' tokens.
+
+    Call `loss(batch)` right after the model's forward on that batch; `batch` needs "box_pool"
+    [B, K, N_img] and "box_target" [B, K, V] (`box_text_tensors` per example, stacked).
+    """
+
+    def __init__(self, model: Any, spec: BoxTextSpec):
+        if spec.boxes < 1:
+            raise ValueError(f"box-text boxes must be >= 1, got {spec.boxes}")
+        self.spec, self.model = spec, model
+        self._feats: torch.Tensor | None = None
+        self._hook = model.projector.register_forward_hook(self._capture)
+
+    def _capture(self, module: Any, args: tuple, output: torch.Tensor) -> None:
+        self._feats = output  # [B, N_img, D]
+
+    def close(self) -> None:
+        """Remove the hook (the model is then exactly as before)."""
+        self._hook.remove()
+        self._feats = None
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Soft cross-entropy over the vocabulary, averaged over the boxes; 0 (with a graph) when none."""
+        feats, self._feats = self._feats, None
+        if feats is None:
+            raise RuntimeError("BoxTextLoss.loss needs the model's forward on this batch first (a cached "
+                               "vision tower does not run the projector's hook)")
+        pool = batch["box_pool"].to(feats.device, feats.dtype)  # [B, K, N]
+        target = batch["box_target"].to(feats.device)  # [B, K, V]
+        has = target.sum(-1) > 0  # [B, K]
+        if not bool(has.any()):
+            return feats.sum() * 0.0
+        pooled = torch.einsum("bkn,bnd->bkd", pool, feats)[has]  # [M, D]
+        table = self.model.decoder.embed_tokens.weight  # [V, D]
+        logits = F.normalize(pooled.float(), dim=-1) @ F.normalize(table.float(), dim=-1).T * self.spec.scale
+        return -(target[has] * logits.log_softmax(-1)).sum(-1).mean()
