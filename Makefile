@@ -29,12 +29,13 @@ demo: install
 	$(BIN)/python -m autoui.demo
 
 # The recipe of models/default-model/: expert demonstrations (seeds 0..319 per task, held-out 500000..),
-# one hour of CPU training from scratch with the grounding loss (docs/train.md section 7), then a
-# 35-minute second stage from those weights (lr 5e-4), then fp16
-# weights into models/default-model/. The shipped weights came from exactly these flags (2026-12-03),
-# with one difference: stage 1 then saw click-collapsible screens captured mid-animation (the
-# environment observed the page before it came to rest); its demonstrations were re-collected with
-# today's environment before stage 2, which started from stage 1's shipped fp16 copy.
+# one hour of CPU training from scratch with the grounding loss (docs/train.md section 7), a
+# 35-minute second stage from those weights (lr 5e-4), a one-hour third stage with reading drills
+# and the box-text loss (section 8), then fp16 weights into models/default-model/. The shipped
+# weights came from exactly these flags (2026-12-03), with one difference: stage 1 then saw
+# click-collapsible screens captured mid-animation (the environment observed the page before it
+# came to rest); its demonstrations were re-collected with today's environment before stage 2,
+# which started from stage 1's shipped fp16 copy. Stage 3 started from stage 2's fp32 weights.
 # Augmentation (--augment-shift, --augment-text: docs/train.md section 6) is not part of the recipe.
 SFT := OMP_NUM_THREADS=2 $(BIN)/python train/sft.py --data data/miniwob/train --val-data data/miniwob/heldout \
 	--batch-size 32 --fmt compact --workers 0 --save-every 400 --val-max-steps 150 \
@@ -45,7 +46,9 @@ default-model: install
 	$(SFT) --preset default --out runs/miniwob-default --steps 2400 --lr 1e-3 --warmup 150 --val-every 800 --seed 0
 	$(SFT) --init runs/miniwob-default/final --out runs/miniwob-default-2 --steps 1200 --lr 5e-4 --warmup 100 \
 	    --val-every 600 --seed 1
-	$(BIN)/python train/ship_model.py runs/miniwob-default-2/final
+	$(SFT) --init runs/miniwob-default-2/final --out runs/miniwob-default-3 --steps 2000 --lr 4e-4 --warmup 100 \
+	    --val-every 1000 --seed 2 --augment-read 0.25 --box-text-weight 0.2
+	$(BIN)/python train/ship_model.py runs/miniwob-default-3/final
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
