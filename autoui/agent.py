@@ -285,8 +285,8 @@ def _model_policy(env: Any, model_path: str | Path | None = None, model_dir: str
                   constrained: bool = True, dtype: str = "auto", type_from_goal: bool = False) -> ModelPolicy:
     """`make_policy("model", env, model_path=DIR)` (`model_dir` is an alias; default: `default_model_dir()`).
 
-    `fmt` None: the format the model was trained with (`trained_format`); the prompt keeps as
-    many previous actions as training did (`trained_limits`).
+    `fmt` None: the format the model was trained with; the prompt keeps as many previous
+    actions as training did (both from `trained_settings`).
     """
     directory = model_path or model_dir or default_model_dir()
     if directory is None:
@@ -294,7 +294,8 @@ def _model_policy(env: Any, model_path: str | Path | None = None, model_dir: str
                          f"no shipped model at {DEFAULT_MODEL_DIR}")
     runtime = RuntimeOptions(kv_cache=kv_cache, constrained=constrained, type_from_goal=type_from_goal)
     model, tokenizer = load_agent(directory, device=device, dtype=dtype)
-    return ModelPolicy(model, tokenizer, fmt or trained_format(directory), trained_limits(directory), runtime)
+    trained = trained_settings(directory)
+    return ModelPolicy(model, tokenizer, fmt or trained["fmt"], PromptLimits(max_history=trained["history"]), runtime)
 
 
 def _json_or_text(line: str) -> Any:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import json
 import random
 import sys
@@ -28,16 +27,15 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-import torch.nn.functional as F
 
 from autoui.actions import ActionParseError, parse_action
 from autoui.agent import load_agent
 from autoui.data.aitw import dataset_dirs, read_episodes
-from autoui.data.samples import make_samples, normalize_space
+from autoui.data.samples import make_samples
 from autoui.model.preprocess import ScreenPreprocessor
-from autoui.train.box_text import box_text_tensors
+from autoui.train.box_text import box_text_tensors, vocab_log_probs
 from autoui.train.predict import batched, predict_texts
-from autoui.train.reading import GOAL, drill_boxes
+from autoui.train.reading import drill_boxes, drill_on
 
 
 def first_screens(data: str, limit: int) -> list[tuple[str, Any]]:
@@ -68,8 +66,7 @@ def drill_probe(model: Any, tok: Any, screens: list[tuple[str, Any]], batch: int
         boxes = drill_boxes(s)
         if boxes:
             i = rng.choice(boxes)
-            drill = dataclasses.replace(s, goal=GOAL.format(normalize_space(s.ui_text[i])), history=())
-            items.append((task, drill, s.ui_positions[i], 1.0 / len(boxes)))
+            items.append((task, drill_on(s, i), s.ui_positions[i], 1.0 / len(boxes)))
     out: dict[str, list[float]] = collections.defaultdict(list)
     for chunk in batched(items, batch):
         texts = predict_texts(model, tok, [d for _, d, _, _ in chunk], fmt="compact")
@@ -82,17 +79,16 @@ def drill_probe(model: Any, tok: Any, screens: list[tuple[str, Any]], batch: int
 def box_probe(model: Any, tok: Any, screens: list[tuple[str, Any]]) -> dict[str, list[float]]:
     """Per task: [hit (0/1), chance] for each box whose screen has another box of different text."""
     cfg, pre = model.config, ScreenPreprocessor.from_config(model.config)
-    table = F.normalize(model.decoder.embed_tokens.weight.float(), dim=-1)
     out: dict[str, list[float]] = collections.defaultdict(list)
     for task, s in screens:
         pixels, letterbox = pre(s.image)
         pool, target = box_text_tensors(s, letterbox, cfg, tok, boxes=8)
-        target = target[target.sum(-1) > 0]
-        if len(target) < 2:
+        used = target.sum(-1) > 0
+        if int(used.sum()) < 2:
             continue
-        pool = pool[: len(target)]
+        pool, target = pool[used], target[used]
         feats = model.encode_images(pixels[None].to(model.device, model.dtype))[0].float()  # [N, D]
-        logp = (F.normalize(pool @ feats, dim=-1) @ table.T * 16).log_softmax(-1)  # [M, V]
+        logp = vocab_log_probs(pool @ feats, model.decoder.embed_tokens.weight)  # [M, V]
         sets = (target > 0).float()
         score = logp @ sets.T / sets.sum(-1)  # [M boxes, M token sets]
         same = (sets[:, None] == sets[None]).all(-1)

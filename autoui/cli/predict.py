@@ -76,14 +76,15 @@ def _inputs(args: argparse.Namespace) -> list:
 def run(args: argparse.Namespace) -> int:
     """Load the model, predict one action, print it. Returns the exit code."""
     from autoui.actions import ActionParseError
-    from autoui.agent import RuntimeOptions, load_agent, predict_action, trained_format, trained_settings
+    from autoui.agent import RuntimeOptions, load_agent, predict_action, trained_settings
     from autoui.model.preprocess import ScreenError
     from autoui.model.prompt import PromptError, PromptLimits
     from autoui.model.tokenizer import TokenizerError
 
     history = _inputs(args)
+    trained = trained_settings(args.model)
     try:
-        max_history = trained_settings(args.model)["history"] if args.max_history is None else args.max_history
+        max_history = trained["history"] if args.max_history is None else args.max_history
         limits = PromptLimits(max_history=max_history, max_target_tokens=args.max_new_tokens)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         runtime = RuntimeOptions(kv_cache=args.kv_cache, constrained=not args.unconstrained,
                                  type_from_goal=args.type_from_goal)
-        fmt = args.format or trained_format(args.model)
+        fmt = args.format or trained["fmt"]
         pred = predict_action(model, tokenizer, args.image, args.goal, history, fmt, limits, runtime)
     except ActionParseError as exc:
         # the message ends with the raw text (repr, cut at 200 chars)

@@ -27,6 +27,9 @@ import torch.nn.functional as F
 from autoui.data.samples import normalize_space
 from autoui.train.reading import short_text
 
+SCALE = 16.0
+"""Cosine-similarity logits are multiplied by this (a fixed temperature of 1/16)."""
+
 
 def box_patches(box: Any, letterbox: Any, config: Any) -> list[int]:
     """Image-token indices of the patches that a normalized screen box (y, x, h, w) overlaps."""
@@ -70,7 +73,7 @@ class BoxTextSpec:
 
     weight: float
     boxes: int = 6
-    scale: float = 16.0
+    scale: float = SCALE
 
 
 class BoxTextLoss:
@@ -107,6 +110,11 @@ class BoxTextLoss:
         if not bool(has.any()):
             return feats.sum() * 0.0
         pooled = torch.einsum("bkn,bnd->bkd", pool, feats)[has]  # [M, D]
-        table = self.model.decoder.embed_tokens.weight  # [V, D]
-        logits = F.normalize(pooled.float(), dim=-1) @ F.normalize(table.float(), dim=-1).T * self.spec.scale
-        return -(target[has] * logits.log_softmax(-1)).sum(-1).mean()
+        logp = vocab_log_probs(pooled, self.model.decoder.embed_tokens.weight, self.spec.scale)
+        return -(target[has] * logp).sum(-1).mean()
+
+
+def vocab_log_probs(pooled: torch.Tensor, table: torch.Tensor, scale: float = SCALE) -> torch.Tensor:
+    """Pooled box vectors [M, D] -> log-probabilities [M, V] over the token-embedding table [V, D] (cosine x scale)."""
+    logits = F.normalize(pooled.float(), dim=-1) @ F.normalize(table.float(), dim=-1).T * scale
+    return logits.log_softmax(-1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections import Counter
 from typing import Any
 
 from autoui.actions import Action, ActionType
@@ -38,9 +39,7 @@ def drill_boxes(sample: Any) -> list[int]:
     """Indices of the boxes a drill may name: readable text, on screen, not the goal, and no other box with the same text."""
     texts = [normalize_space(t) for t in getattr(sample, "ui_text", ())]
     goal = normalize_space(sample.goal).lower()
-    counts: dict[str, int] = {}
-    for t in texts:
-        counts[t.lower()] = counts.get(t.lower(), 0) + 1
+    counts = Counter(t.lower() for t in texts)
     out = []
     for i, text in enumerate(texts):
         y, x, h, w = (float(v) for v in sample.ui_positions[i])
@@ -54,9 +53,11 @@ def drill_boxes(sample: Any) -> list[int]:
 def reading_drill(sample: Any, rng: random.Random) -> Any:
     """A one-step "click on the text" sample on `sample`'s screen, or `sample` itself when no box qualifies."""
     boxes = drill_boxes(sample)
-    if not boxes:
-        return sample
-    i = rng.choice(boxes)
+    return drill_on(sample, rng.choice(boxes)) if boxes else sample
+
+
+def drill_on(sample: Any, i: int) -> Any:
+    """The drill naming box `i` of `sample` (one of `drill_boxes`): its goal, a tap at the box's centre, then done."""
     y, x, h, w = (float(v) for v in sample.ui_positions[i])
     text = normalize_space(sample.ui_text[i])
     return dataclasses.replace(
