@@ -8,7 +8,7 @@ import pytest
 
 from autoui.actions import Action
 from autoui.data.samples import Sample
-from autoui.train.augment import Augment, random_like, shift_screen, swap_typed_text, translate
+from autoui.train.augment import Augment, drop_history, random_like, shift_screen, swap_typed_text, translate
 
 
 def _sample(goal="Enter \"Kasey\" into the text field and press Submit.", target=None, history=(), epoch=0):
@@ -92,6 +92,23 @@ def test_augment_is_a_function_of_seed_sample_and_epoch():
         Augment(shift=0.6)
     with pytest.raises(ValueError):
         Augment(text_swap=1.5)
+
+
+def test_history_drop_keeps_a_nonempty_suffix_of_the_history():
+    taps = [Action.tap(0.1 * i, 0.5) for i in range(1, 7)]
+    s = _sample(history=taps)
+    kept = {len(drop_history(s, random.Random(k)).history) for k in range(200)}
+    assert kept == set(range(1, 6))  # 1 .. len - 1, each drawn
+    for k in range(20):
+        d = drop_history(s, random.Random(k))
+        assert d.history == tuple(taps[-len(d.history):]) and d.target == s.target and d.goal == s.goal
+    one = _sample(history=taps[:1])
+    assert drop_history(one, random.Random(0)) is one  # the last action always stays
+    aug = Augment(history_drop=0.5, seed=1)
+    dropped = sum(len(aug(_sample(history=taps, epoch=e)).history) < 6 for e in range(400))
+    assert 150 < dropped < 250 and aug.enabled
+    with pytest.raises(ValueError):
+        Augment(history_drop=1.5)
 
 
 def test_example_builder_applies_the_augmentation():

@@ -15,6 +15,12 @@ Two failure modes of a model trained on a few thousand demonstrations, and their
   shape (letters stay letters of the same case, digits stay digits); a target typed in
   upper or lower case keeps that transformation of the new goal text.
 
+- **Counting instead of looking.** Where the history shows how far a task has got (taps on a
+  spinner's arrow, a field already typed in), the model counts history entries instead of
+  reading the screen, and counting fails where the history window is full. With probability
+  `history_drop`, a sample keeps only its last k previous actions, k drawn from 1 .. len - 1
+  (at least one stays, so "what did I just do" remains), so the screen must tell the rest.
+
 All draws come from (seed, episode, step, epoch), so a run with augmentation is still a
 pure function of its config and resumes exactly.
 """
@@ -40,6 +46,7 @@ class Augment:
     shift: float = 0.0  # max translation, as a fraction of the screen's height / width
     text_swap: float = 0.0  # probability of swapping each typed text the goal quotes
     read: float = 0.0  # probability of replacing the sample by a reading drill (autoui.train.reading)
+    history_drop: float = 0.0  # probability of keeping only the last k (1 .. len - 1) previous actions
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -49,10 +56,12 @@ class Augment:
             raise ValueError(f"augment text_swap must be in [0, 1], got {self.text_swap}")
         if not 0.0 <= self.read <= 1.0:
             raise ValueError(f"augment read must be in [0, 1], got {self.read}")
+        if not 0.0 <= self.history_drop <= 1.0:
+            raise ValueError(f"augment history_drop must be in [0, 1], got {self.history_drop}")
 
     @property
     def enabled(self) -> bool:
-        return self.shift > 0 or self.text_swap > 0 or self.read > 0
+        return self.shift > 0 or self.text_swap > 0 or self.read > 0 or self.history_drop > 0
 
     def __call__(self, sample: Any) -> Any:
         """A new Sample (same type) with the augmentations drawn for this sample and epoch."""
@@ -61,11 +70,20 @@ class Augment:
         rng = random.Random(f"augment:{self.seed}:{sample.episode_id}:{sample.step_id}:{getattr(sample, 'epoch', 0)}")
         if self.read > 0 and rng.random() < self.read:
             sample = reading_drill(sample, rng)
+        if self.history_drop > 0 and rng.random() < self.history_drop:
+            sample = drop_history(sample, rng)
         if self.text_swap > 0:
             sample = swap_typed_text(sample, rng, self.text_swap)
         if self.shift > 0:
             sample = shift_screen(sample, rng, self.shift)
         return sample
+
+
+def drop_history(sample: Any, rng: random.Random) -> Any:
+    """`sample` with only its last k previous actions, k drawn from 1 .. len(history) - 1."""
+    if len(sample.history) < 2:
+        return sample
+    return dataclasses.replace(sample, history=sample.history[-rng.randint(1, len(sample.history) - 1):])
 
 
 # ---- translation ---------------------------------------------------------------------------

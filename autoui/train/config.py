@@ -106,6 +106,8 @@ class TrainConfig:
         "probability of replacing each typed text that the goal quotes by random text of the same shape"))
     augment_read: float = field(default=0.0, metadata=_help(
         "probability of replacing a sample by a reading drill: 'Click on the text \"X\".' for a short text on its screen"))
+    augment_history: float = field(default=0.0, metadata=_help(
+        "probability of keeping only the last k previous actions (k from 1 to len-1), so progress is read from the screen"))
     box_text_weight: float = field(default=0.0, metadata=_help(
         "weight of the box-text loss (the image tokens under each annotated text box must name its words; 0: off)"))
     box_text_boxes: int = field(default=6, metadata=_help("annotated text boxes per sample for the box-text loss"))
@@ -152,6 +154,7 @@ class TrainConfig:
         _check(self.box_text_weight >= 0, f"TrainConfig.box_text_weight must be >= 0, got {self.box_text_weight}")
         _check(self.box_text_boxes >= 1, f"TrainConfig.box_text_boxes must be >= 1, got {self.box_text_boxes}")
         _check(0.0 <= self.augment_read <= 1.0, f"TrainConfig.augment_read must be in [0, 1], got {self.augment_read}")
+        _check(0.0 <= self.augment_history <= 1.0, f"TrainConfig.augment_history must be in [0, 1], got {self.augment_history}")
         _check(self.grounding_weight >= 0, f"TrainConfig.grounding_weight must be >= 0, got {self.grounding_weight}")
         _check(not self.grounding_weight or bool(self.grounding_layers), "--grounding-layers is empty")
         _check(self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr}")

@@ -145,7 +145,8 @@ def prompt_limits(cfg: TrainConfig) -> PromptLimits:
 
 def make_builder(cfg: TrainConfig, tokenizer: ActionTokenizer, model_config: Any) -> ExampleBuilder:
     """The per-sample example builder used by the training DataLoader."""
-    augment = Augment(shift=cfg.augment_shift, text_swap=cfg.augment_text, read=cfg.augment_read, seed=cfg.seed)
+    augment = Augment(shift=cfg.augment_shift, text_swap=cfg.augment_text, read=cfg.augment_read,
+                      history_drop=cfg.augment_history, seed=cfg.seed)
     return ExampleBuilder(tokenizer, model_config, fmt=cfg.fmt, with_plan=cfg.with_plan, limits=prompt_limits(cfg),
                           augment=augment, grounding=cfg.grounding_weight > 0,
                           box_text=cfg.box_text_boxes if cfg.box_text_weight > 0 else 0)
