@@ -15,12 +15,7 @@ from autoui.envs.base import BrowserCrashed, BrowserNotFound, EnvError, Observat
 from autoui.envs.chromium import find_chromium
 from autoui.envs.dom import list_elements
 
-try:
-    find_chromium()
-    HAVE_CHROMIUM = True
-except BrowserNotFound:
-    HAVE_CHROMIUM = False
-needs_chromium = pytest.mark.skipif(not HAVE_CHROMIUM, reason="Chromium is not installed (apt-get install chromium)")
+needs_chromium = pytest.mark.browser  # skipped without Chromium (tests/conftest.py)
 
 GRID = """<!doctype html><html><head>{meta}<title>grid</title></head><body style="margin:0">
 <div id="g" style="display:grid;grid-template-columns:repeat(4,25vw);grid-template-rows:repeat(4,25vh)"></div>
@@ -76,8 +71,6 @@ def site(tmp_path_factory):
 def env():
     from autoui.envs.browser import BrowserEnv
 
-    if not HAVE_CHROMIUM:
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
     e = BrowserEnv()
     yield e
     e.close()

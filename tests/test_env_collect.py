@@ -7,17 +7,12 @@ import numpy as np
 import pytest
 
 from autoui.actions import ActionType
-from autoui.envs.base import BrowserNotFound
-from autoui.envs.chromium import find_chromium
 
-try:
-    find_chromium()
-except BrowserNotFound:
-    pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
+pytestmark = pytest.mark.browser  # skipped without Chromium (tests/conftest.py)
 
-from autoui.data.aitw import read_episodes  # noqa: E402
-from autoui.envs.collect import collect, load_manifest, plan_jobs  # noqa: E402
-from autoui.envs.suite import parse_suite  # noqa: E402
+from autoui.data.aitw import read_episodes
+from autoui.envs.collect import collect, load_manifest, plan_jobs
+from autoui.envs.suite import parse_suite
 
 SUITE = parse_suite({"name": "t", "tasks": [{"task": "click-button", "max_steps": 3},
                                              {"task": "enter-text", "max_steps": 6}]})

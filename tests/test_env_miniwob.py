@@ -7,16 +7,12 @@ import numpy as np
 import pytest
 
 from autoui.actions import Action
-from autoui.envs.base import BrowserNotFound, EnvError
-from autoui.envs.chromium import find_chromium
+from autoui.envs.base import EnvError
 
-try:
-    find_chromium()
-except BrowserNotFound:
-    pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
+pytestmark = pytest.mark.browser  # skipped without Chromium (tests/conftest.py)
 
-from autoui.envs.browser import Viewport  # noqa: E402
-from autoui.envs.miniwob import MiniWoBEnv, list_tasks, task_path  # noqa: E402
+from autoui.envs.browser import Viewport
+from autoui.envs.miniwob import MiniWoBEnv, list_tasks, task_path
 
 
 @pytest.fixture(scope="module")

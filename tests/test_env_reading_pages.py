@@ -8,16 +8,9 @@ import sys
 import pytest
 
 from autoui.actions import ActionType
-from autoui.envs.base import BrowserNotFound
-from autoui.envs.chromium import find_chromium
 from autoui.envs.reading_pages import LAYOUTS, distinct_words, make_page, page_for
 
-try:
-    find_chromium()
-    HAVE_CHROMIUM = True
-except BrowserNotFound:
-    HAVE_CHROMIUM = False
-needs_chromium = pytest.mark.skipif(not HAVE_CHROMIUM, reason="Chromium is not installed (apt-get install chromium)")
+needs_chromium = pytest.mark.browser  # skipped without Chromium (tests/conftest.py)
 
 
 def test_pages_are_a_pure_function_of_the_seed_and_name_one_word():

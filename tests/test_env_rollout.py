@@ -7,18 +7,13 @@ import re
 import pytest
 
 from autoui.actions import Action
-from autoui.envs.base import BrowserNotFound
-from autoui.envs.chromium import find_chromium
 from autoui.policy import UnknownPolicyError, make_policy, policy_names, register_policy
 
-try:
-    find_chromium()
-except BrowserNotFound:
-    pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
+pytestmark = pytest.mark.browser  # skipped without Chromium (tests/conftest.py)
 
-from autoui.envs.miniwob import MiniWoBEnv  # noqa: E402
-from autoui.envs.rollout import failure_reason, evaluate, format_table, run_episode  # noqa: E402
-from autoui.envs.suite import parse_suite  # noqa: E402
+from autoui.envs.miniwob import MiniWoBEnv
+from autoui.envs.rollout import failure_reason, evaluate, format_table, run_episode
+from autoui.envs.suite import parse_suite
 
 
 class ButtonPolicy:

@@ -83,3 +83,24 @@ def test_loss_trains_the_image_tokens_toward_the_words(tok_cfg):
     loss_fn.close()
     model.encode_images(pixels)
     assert loss_fn._feats is None  # the hook is gone
+
+
+def test_column_split_scores_each_patch_column_against_the_pieces_in_it(tok_cfg):
+    tok, cfg = tok_cfg
+    side = cfg.vision.image_size // cfg.vision.patch_size
+    lb = letterbox_for(210, 160, cfg.vision.image_size)
+    word = "facilisis"
+    s = _sample([word, "a sentence far too long to be a word"], [(0.1, 0.0, 0.05, 0.6), (0.5, 0.0, 0.1, 1.0)])
+    pool, target = box_text_tensors(s, lb, cfg, tok, boxes=side, split="column")
+    used = target.sum(-1) > 0
+    cols = [sorted({(int(i) - (cfg.num_image_tokens - side * side)) % side for i in pool[k].nonzero().flatten()})
+            for k in range(side) if used[k]]
+    assert all(len(c) == 1 for c in cols) and len({c[0] for c in cols}) == len(cols) >= 2  # one row per column
+    assert torch.allclose(target[used].sum(-1), torch.ones(len(cols)))
+    by_col = dict(zip((c[0] for c in cols), target[used]))
+    first, last = by_col[min(by_col)], by_col[max(by_col)]
+    pieces = tok.encode(word)
+    assert first[pieces[0]] > 0 and first[pieces[-1]] == 0  # the word's start is in its first column ...
+    assert last[pieces[-1]] > 0 and last[pieces[0]] == 0  # ... and its end in the last
+    with pytest.raises(ValueError):
+        box_text_tensors(s, lb, cfg, tok, boxes=2, split="letters")

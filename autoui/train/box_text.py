@@ -14,6 +14,12 @@ must lie near the embeddings of that word's pieces, and the goal's quoted word a
 screen's word then meet in the same space. No parameters are added. The model, its saved
 weights and its serving path are unchanged. It is a training-only term with a weight, like
 the grounding loss.
+
+`split="column"` makes the supervision local: a box is cut into its columns of patches, and
+each column is scored against the tokens whose characters fall in it (a token's place is its
+share of the text's characters, laid evenly over the box's width; each token weighted by its
+overlap with the column). A word then has to be read where its pieces are, not as a bag over
+the whole box. Boxes whose tokens do not spell the text back are skipped in this mode.
 """
 from __future__ import annotations
 
@@ -29,41 +35,89 @@ from autoui.train.reading import short_text
 
 SCALE = 16.0
 """Cosine-similarity logits are multiplied by this (a fixed temperature of 1/16)."""
+SPLITS = ("box", "column")
+"""What one row of the loss pools: a whole box, or one column of patches of a box."""
 
 
-def box_patches(box: Any, letterbox: Any, config: Any) -> list[int]:
-    """Image-token indices of the patches that a normalized screen box (y, x, h, w) overlaps."""
+def _grid(box: Any, letterbox: Any, config: Any) -> tuple[range, range, tuple[float, float]] | None:
+    """(patch rows, patch columns, the box's x-range on the image in [0, 1]) of a normalized box; None if empty."""
     side = config.vision.image_size // config.vision.patch_size
     y, x, h, w = (float(v) for v in box)
     y0, x0 = letterbox.screen_to_image(max(y, 0.0), max(x, 0.0))
     y1, x1 = letterbox.screen_to_image(min(y + h, 1.0), min(x + w, 1.0))
     if y1 <= y0 or x1 <= x0:
-        return []
+        return None
     rows = range(int(y0 * side), min(side - 1, int(y1 * side - 1e-6)) + 1)
     cols = range(int(x0 * side), min(side - 1, int(x1 * side - 1e-6)) + 1)
+    return rows, cols, (x0, x1)
+
+
+def _tokens(rows: range, cols: range, config: Any) -> list[int]:
+    side = config.vision.image_size // config.vision.patch_size
     offset = config.num_image_tokens - side * side
     return [offset + r * side + c for r in rows for c in cols]
 
 
-def box_text_tensors(sample: Any, letterbox: Any, config: Any, tokenizer: Any,
-                     boxes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def box_patches(box: Any, letterbox: Any, config: Any) -> list[int]:
+    """Image-token indices of the patches that a normalized screen box (y, x, h, w) overlaps."""
+    grid = _grid(box, letterbox, config)
+    return _tokens(grid[0], grid[1], config) if grid else []
+
+
+def column_targets(text: str, ids: list[int], cols: range, x_range: tuple[float, float], side: int,
+                   tokenizer: Any) -> list[tuple[int, dict[int, float]]]:
+    """(column, {token id: weight summing to 1}) for each patch column the text's tokens reach.
+
+    Token j holds characters [a, b) of `text`; it is placed at x0 + (x1 - x0) * [a, b) / len(text)
+    and weighs, in a column, its overlap with it. [] when the tokens do not spell `text`."""
+    pieces = [tokenizer.decode([i]) for i in ids]
+    if "".join(pieces) != text:
+        return []
+    (x0, x1), n, at, spans = x_range, len(text), 0, []
+    for i, piece in zip(ids, pieces):
+        spans.append((i, x0 + (x1 - x0) * at / n, x0 + (x1 - x0) * (at + len(piece)) / n))
+        at += len(piece)
+    out = []
+    for c in cols:
+        weights: dict[int, float] = {}
+        for i, a, b in spans:
+            overlap = min(b, (c + 1) / side) - max(a, c / side)
+            if overlap > 0:
+                weights[i] = weights.get(i, 0.0) + overlap
+        total = sum(weights.values())
+        if total > 0:
+            out.append((c, {i: v / total for i, v in weights.items()}))
+    return out
+
+
+def box_text_tensors(sample: Any, letterbox: Any, config: Any, tokenizer: Any, boxes: int,
+                     split: str = "box") -> tuple[torch.Tensor, torch.Tensor]:
     """Pooling weights [K, N_img] and target token distributions [K, V] for up to K = `boxes`
-    short-text boxes of `sample`, drawn per (episode, step, epoch); unused rows are zero."""
-    candidates = []
+    short-text boxes (split="box") or box columns (split="column") of `sample`, drawn per
+    (episode, step, epoch); unused rows are zero."""
+    if split not in SPLITS:
+        raise ValueError(f"box-text split must be one of {SPLITS}, got {split!r}")
+    side = config.vision.image_size // config.vision.patch_size
+    candidates: list[tuple[list[int], dict[int, float]]] = []
     for i, raw in enumerate(getattr(sample, "ui_text", ())):
         text = normalize_space(raw)
-        if not short_text(text):
+        grid = _grid(sample.ui_positions[i], letterbox, config) if short_text(text) else None
+        ids = tokenizer.encode(text) if grid else []
+        if not ids:
             continue
-        patches = box_patches(sample.ui_positions[i], letterbox, config)
-        ids = sorted(set(tokenizer.encode(text)))
-        if patches and ids:
-            candidates.append((patches, ids))
+        rows, cols, x_range = grid
+        if split == "box":
+            distinct = sorted(set(ids))
+            candidates.append((_tokens(rows, cols, config), {t: 1.0 / len(distinct) for t in distinct}))
+        else:
+            candidates.extend((_tokens(rows, range(c, c + 1), config), weights)
+                              for c, weights in column_targets(text, ids, cols, x_range, side, tokenizer))
     rng = random.Random(f"box-text:{sample.episode_id}:{sample.step_id}:{getattr(sample, 'epoch', 0)}")
     pool = torch.zeros(boxes, config.num_image_tokens)
     target = torch.zeros(boxes, config.decoder.vocab_size)
-    for k, (patches, ids) in enumerate(rng.sample(candidates, min(boxes, len(candidates)))):
+    for k, (patches, weights) in enumerate(rng.sample(candidates, min(boxes, len(candidates)))):
         pool[k, patches] = 1.0 / len(patches)
-        target[k, ids] = 1.0 / len(ids)
+        target[k, list(weights)] = torch.tensor(list(weights.values()))
     return pool, target
 
 

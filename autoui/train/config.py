@@ -111,6 +111,9 @@ class TrainConfig:
     box_text_weight: float = field(default=0.0, metadata=_help(
         "weight of the box-text loss (the image tokens under each annotated text box must name its words; 0: off)"))
     box_text_boxes: int = field(default=6, metadata=_help("annotated text boxes per sample for the box-text loss"))
+    box_text_split: str = field(default="box", metadata=_help(
+        "what one box-text row pools: 'box' (a whole text box vs all its tokens) or 'column' (each column of "
+        "patches of a box vs the tokens whose characters fall in it)"))
     grounding_weight: float = field(default=0.0, metadata=_help(
         "weight of the grounding loss (a head per --grounding-layers learns to attend to the tapped patch; 0: off)"))
     grounding_layers: tuple[int, ...] = field(default=(1, 2), metadata=_help(
@@ -152,6 +155,8 @@ class TrainConfig:
         _check(0.0 <= self.augment_shift < 0.5, f"TrainConfig.augment_shift must be in [0, 0.5), got {self.augment_shift}")
         _check(0.0 <= self.augment_text <= 1.0, f"TrainConfig.augment_text must be in [0, 1], got {self.augment_text}")
         _check(self.box_text_weight >= 0, f"TrainConfig.box_text_weight must be >= 0, got {self.box_text_weight}")
+        _check(self.box_text_split in ("box", "column"),
+               f"TrainConfig.box_text_split must be 'box' or 'column', got {self.box_text_split!r}")
         _check(self.box_text_boxes >= 1, f"TrainConfig.box_text_boxes must be >= 1, got {self.box_text_boxes}")
         _check(0.0 <= self.augment_read <= 1.0, f"TrainConfig.augment_read must be in [0, 1], got {self.augment_read}")
         _check(0.0 <= self.augment_history <= 1.0, f"TrainConfig.augment_history must be in [0, 1], got {self.augment_history}")

@@ -32,6 +32,8 @@ class ExampleBuilder:
     """Also emit "ground_patch" and "ground_query" for `autoui.train.grounding.GroundingLoss`."""
     box_text: int = 0
     """Also emit "box_pool" and "box_target" for up to this many boxes (`autoui.train.box_text`)."""
+    box_text_split: str = "box"
+    """Rows of the box-text loss: whole boxes or box columns (`autoui.train.box_text.SPLITS`)."""
 
     def __post_init__(self) -> None:
         self.preprocess = ScreenPreprocessor.from_config(self.config)
@@ -58,7 +60,7 @@ class ExampleBuilder:
             example["ground_query"] = query_mask(labels, self.coordinate_ids) if tap else [0] * len(labels)
         if self.box_text:
             example["box_pool"], example["box_target"] = box_text_tensors(
-                sample, letterbox, self.config, self.tokenizer, self.box_text)
+                sample, letterbox, self.config, self.tokenizer, self.box_text, self.box_text_split)
         return example
 
 

@@ -149,5 +149,6 @@ def make_builder(cfg: TrainConfig, tokenizer: ActionTokenizer, model_config: Any
                       history_drop=cfg.augment_history, seed=cfg.seed)
     return ExampleBuilder(tokenizer, model_config, fmt=cfg.fmt, with_plan=cfg.with_plan, limits=prompt_limits(cfg),
                           augment=augment, grounding=cfg.grounding_weight > 0,
-                          box_text=cfg.box_text_boxes if cfg.box_text_weight > 0 else 0)
+                          box_text=cfg.box_text_boxes if cfg.box_text_weight > 0 else 0,
+                          box_text_split=cfg.box_text_split)
 
