@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from autoui.actions import Action
 from autoui.envs.rollout import EpisodeResult, run_episode
+from autoui.envs.workers import job_results, worker_resource
 
 log = logging.getLogger("autoui.envs.collect")
 
@@ -84,20 +84,16 @@ def _positions(rows: list[list[float]]) -> Any:
 
 
 # -- worker side: one browser per process ------------------------------------------------
-_WORKER: dict[str, Any] = {}
-
-
 def _worker_env(chromium_path: str | None, scale: float) -> tuple[Any, Any]:
-    if "env" not in _WORKER:
-        from multiprocessing.util import Finalize
-
+    """This process's (MiniWoBEnv, expert policy), made on first use (`autoui.envs.workers`)."""
+    def make() -> tuple[Any, Any]:
         from autoui.envs.miniwob import MiniWoBEnv
         from autoui.policy import make_policy
 
         env = MiniWoBEnv(chromium_path=chromium_path, scale=scale, annotate=True, data_mode="train")
-        _WORKER["env"], _WORKER["policy"] = env, make_policy("expert", env)
-        Finalize(env, env.close, exitpriority=10)  # pool workers skip atexit; this still closes the browser
-    return _WORKER["env"], _WORKER["policy"]
+        return env, make_policy("expert", env)
+
+    return worker_resource("miniwob-expert", make, lambda pair: pair[0].close())
 
 
 def collect_shard(job: ShardJob, out_dir: str, chromium_path: str | None = None, scale: float = 1) -> dict[str, Any]:
@@ -168,25 +164,14 @@ def collect(
     log.info("%d shards planned, %d already done, %d to run", len(jobs), len(jobs) - len(todo), len(todo))
     bar = tqdm(total=sum(j.count for j in todo), desc="collect", unit="ep", disable=not progress)
     args = [(j, str(out), chromium_path, scale) for j in todo]
-    if workers <= 1 or len(todo) <= 1:
-        results = map(_run, args)
-        pool = None
-    else:
-        pool = mp.get_context("spawn").Pool(min(workers, len(todo)))  # spawn: Playwright cannot cross a fork
-        results = pool.imap_unordered(_run, args)
     try:
-        for res in results:
-            done[res["shard"]] = res
-            _save_manifest(out, done)
-            bar.update(res["count"])
+        with job_results(_run, args, workers) as results:
+            for res in results:
+                done[res["shard"]] = res
+                _save_manifest(out, done)
+                bar.update(res["count"])
     finally:
         bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
-        if pool is None and "env" in _WORKER:
-            _WORKER.pop("env").close()
-            _WORKER.pop("policy")
     selected = [done[j.name] for j in jobs]
     return {key: sum(s[key] for s in selected) for key in ("written", "failed", "records")} | {
         "shards": len(jobs), "skipped": len(jobs) - len(todo)}

@@ -29,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from autoui.actions import Action
+from autoui.envs.workers import job_results, worker_resource
 
 log = logging.getLogger("autoui.envs.reading_pages")
 
@@ -251,18 +252,11 @@ def write_shard(renderer: PageRenderer, out: Path, first_seed: int, count: int) 
     return totals
 
 
-_WORKER: dict[str, Any] = {}
-
-
 def _shard_job(job: tuple[str, int, int, str | None]) -> dict[str, int]:
-    """One shard in a worker process, on that process's own browser."""
+    """One shard in a worker process, on that process's own browser (`autoui.envs.workers`)."""
     out, first_seed, count, chromium_path = job
-    if "renderer" not in _WORKER:
-        from multiprocessing.util import Finalize
-
-        _WORKER["renderer"] = PageRenderer(chromium_path)
-        Finalize(_WORKER["renderer"], _WORKER["renderer"].close, exitpriority=10)
-    return write_shard(_WORKER["renderer"], Path(out), first_seed, count)
+    renderer = worker_resource("reading-renderer", lambda: PageRenderer(chromium_path), PageRenderer.close)
+    return write_shard(renderer, Path(out), first_seed, count)
 
 
 def collect_pages(out: str | Path, episodes: int, seed: int = 0, shard_size: int = 25, workers: int = 1,
@@ -270,29 +264,16 @@ def collect_pages(out: str | Path, episodes: int, seed: int = 0, shard_size: int
     """Render `episodes` reading pages (seeds seed ..) into AITW shards under OUT/reading/, one browser per worker."""
     if episodes < 1 or shard_size < 1 or workers < 1:
         raise ValueError(f"episodes, shard_size and workers must be >= 1, got {episodes}, {shard_size}, {workers}")
-    import multiprocessing as mp
-
     from tqdm import tqdm
 
     jobs = [(str(out), s, min(shard_size, seed + episodes - s), chromium_path) for s in range(seed, seed + episodes, shard_size)]
     totals = {"episodes": 0, "steps": 0, "skipped": 0, "shards_reused": 0}
     bar = tqdm(total=len(jobs), desc="reading pages", unit="shard", disable=not progress)
-    if workers == 1:
-        results = map(_shard_job, jobs)
-    else:  # spawn: Playwright cannot cross a fork
-        pool = mp.get_context("spawn").Pool(min(workers, len(jobs)))
-        results = pool.imap_unordered(_shard_job, jobs)
     try:
-        for done in results:
-            totals = {k: totals[k] + done[k] for k in totals}
-            bar.update()
-    except BaseException:
-        if workers > 1:
-            pool.terminate()  # finished shards are on disk; a rerun resumes after them
-        raise
+        with job_results(_shard_job, jobs, workers) as results:
+            for done in results:
+                totals = {k: totals[k] + done[k] for k in totals}
+                bar.update()
     finally:
         bar.close()
-        if workers > 1:
-            pool.close()
-            pool.join()
     return totals
