@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from autoui.actions import Action, ParsedAction, format_autoui, parse_action
+from autoui.data.screen import model_view
 from autoui.model.preprocess import Letterbox, ScreenPreprocessor
 from autoui.model.prompt import PromptLimits, build_inputs, decode_text
 from autoui.model.tokenizer import ActionTokenizer
@@ -292,6 +293,10 @@ def _model_policy(env: Any, model_path: str | Path | None = None, model_dir: str
     if directory is None:
         raise ValueError(f"the model policy needs model_path=DIR (a directory from save_pretrained); "
                          f"no shipped model at {DEFAULT_MODEL_DIR}")
+    trained_view, shown = model_view(directory, default=getattr(env, "view", "task")), getattr(env, "view", None)
+    if shown is not None and shown != trained_view:
+        log.warning("the model in %s learned on %r screens but the environment shows %r ones", directory,
+                    trained_view, shown)
     runtime = RuntimeOptions(kv_cache=kv_cache, constrained=constrained, type_from_goal=type_from_goal)
     model, tokenizer = load_agent(directory, device=device, dtype=dtype)
     trained = trained_settings(directory)

@@ -55,6 +55,7 @@ def _live_policy_name() -> tuple[str, dict]:
 
 def demo_live(out: Path, tasks: tuple[str, ...], seed: int) -> list:
     """Run a policy live on MiniWoB tasks and write the HTML report."""
+    from autoui.data.screen import model_view
     from autoui.envs.miniwob import MiniWoBEnv
     from autoui.envs.rollout import run_episode
     from autoui.policy import make_policy
@@ -63,7 +64,7 @@ def demo_live(out: Path, tasks: tuple[str, ...], seed: int) -> list:
     name, options = _live_policy_name()
     print(f"\n== 2. Live MiniWoB++ in headless Chromium, policy: {name} {options or ''}")
     results = []
-    with MiniWoBEnv() as env:
+    with MiniWoBEnv(view=model_view(options.get("model_dir"))) as env:  # the screens the model learned on
         for i, task in enumerate(tasks):
             policy = make_policy(name, env, **options)
             res = run_episode(env, policy, task, seed + i, max_steps=10)

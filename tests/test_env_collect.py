@@ -60,3 +60,20 @@ def test_collect_writes_aitw_shards_and_resumes(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(data))
     third = collect(jobs, tmp_path, workers=1, progress=False)
     assert third["skipped"] == 3 and third["written"] == totals["written"]
+
+    # the manifest says which screens the folder holds; adding other ones to it is refused
+    assert json.loads((tmp_path / "manifest.json").read_text())["screen"] == {"view": "task", "scale": 1.0}
+    with pytest.raises(ValueError, match="area"):
+        collect(jobs, tmp_path, workers=1, progress=False, view="area")
+
+
+def test_area_view_collection_is_what_a_model_learns_on(tmp_path):
+    """view="area" shards hold 160x160 screens; training from them records the view for evaluation."""
+    from autoui.data.screen import data_screen
+
+    jobs = plan_jobs(SUITE, episodes=1, seed=3, shard_size=1, tasks=["click-button"])
+    assert collect(jobs, tmp_path, workers=1, progress=False, view="area")["written"] == 1
+    (ep,) = read_episodes(tmp_path / "miniwob")
+    assert all(s.image.shape == (160, 160, 3) for s in ep.steps)
+    assert ep.steps[0].action.is_tap
+    assert data_screen([tmp_path / "miniwob"]) == data_screen([tmp_path]) == {"view": "area", "scale": 1.0}

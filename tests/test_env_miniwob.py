@@ -138,3 +138,24 @@ def test_annotations_cover_visible_leaves(env):
     assert any(e.ui_type == "TEXT" and "Submit" in e.text for e in leaves)
     assert all(0 <= e.y <= 1 and 0 <= e.x <= 1 and e.y + e.height <= 1 + 1e-6 for e in leaves)
     env.reset("click-button", seed=1)
+
+
+def test_area_view_shows_the_play_area():
+    """view="area": a 160x160 observation below the banner; taps and boxes use its coordinates."""
+    with pytest.raises(ValueError, match="view"):
+        MiniWoBEnv("click-button", view="banner")
+    with MiniWoBEnv("click-button", view="area") as area, MiniWoBEnv("click-button") as whole:
+        obs, full = area.reset(seed=3), whole.reset(seed=3)
+        assert obs.screenshot.shape == (160, 160, 3) and (obs.width, obs.height) == (160, 160)
+        assert obs.goal == full.goal
+        # the area view is the whole view's pixels below the 50 px banner
+        diff = np.abs(obs.screenshot.astype(int) - full.screenshot[50:].astype(int))
+        assert diff.mean() < 1.0
+        # the same button, normalized to each observation
+        (b_area, _), (b_full, _) = _target_button(area, obs.goal), _target_button(whole, full.goal)
+        assert b_area.y * 160 + 50 == pytest.approx(b_full.y * 210, abs=0.5)
+        assert b_area.x == pytest.approx(b_full.x, abs=1e-3)
+        assert area.step(Action.tap(*b_area.center)).success is True
+        # nothing the goal needs is lost with the banner: click-color's swatch is named by its utterance
+        goals = [area.reset("click-color", seed=s).goal for s in range(4)]
+        assert all(re.fullmatch(r"Click on the [a-z]+ colored box\.", g) for g in goals)

@@ -120,3 +120,32 @@ def test_eval_miniwob_command(tmp_path, capsys):
         assert t["episodes"] == 2 and 0 <= t["success_rate"] <= 100
     assert "mean" in capsys.readouterr().out
     assert main(["eval-miniwob", "--tasks", "no-such-task", "--episodes", "1"]) == 2
+
+
+def test_eval_miniwob_shows_a_model_the_view_it_learned_on(tmp_path, caplog):
+    """A model whose screen.json says "area" is evaluated on the play area; --view overrides it."""
+    import torch
+
+    from autoui.cli import main
+    from autoui.data.screen import write_model_screen
+    from autoui.model.config import load_preset
+    from autoui.model.tokenizer import ActionTokenizer
+    from autoui.model.vlm import AutoUIModel
+
+    tok = ActionTokenizer.load()
+    torch.manual_seed(0)
+    model_dir = tmp_path / "tiny"
+    AutoUIModel(load_preset("tiny").with_tokenizer(tok)).save_pretrained(model_dir, tokenizer=tok)
+    write_model_screen(model_dir, {"view": "area", "scale": 1.0})
+    base = ["eval-miniwob", "--model", str(model_dir), "--tasks", "click-test", "--episodes", "1"]
+    assert main([*base, "--json", str(tmp_path / "a.json")]) == 0
+    assert json.loads((tmp_path / "a.json").read_text())["view"] == "area"
+    assert "learned on" not in caplog.text
+    assert main([*base, "--view", "task", "--json", str(tmp_path / "t.json")]) == 0
+    assert json.loads((tmp_path / "t.json").read_text())["view"] == "task"
+    assert "learned on 'area' screens but the environment shows 'task'" in caplog.text
+    # the experts play the same on either view
+    code = main(["eval-miniwob", "--tasks", "click-button,focus-text-2", "--episodes", "3", "--view", "area",
+                 "--json", str(tmp_path / "e.json")])
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert code == 0 and data["view"] == "area" and data["mean_success"] == 100.0

@@ -106,6 +106,24 @@ def test_training_lowers_the_loss(data, tmp_path):
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
 
 
+def test_the_model_records_which_screens_it_learned_on(data, tmp_path):
+    """A collection manifest's screen goes into the final model's screen.json (autoui.data.screen)."""
+    import shutil
+
+    from autoui.data.screen import model_view
+    from autoui.train.config import TrainConfigError
+
+    area, whole = tmp_path / "area", tmp_path / "whole"
+    for folder, view in ((area, "area"), (whole, "task")):
+        shutil.copytree(data["val"] / "single", folder / "miniwob")
+        (folder / "manifest.json").write_text(json.dumps({"screen": {"view": view, "scale": 1.0}, "shards": {}}))
+    cfg = TrainConfig(preset="tiny", data=(str(area / "miniwob"),), out=str(tmp_path / "r"), steps=1, batch_size=2)
+    assert model_view(Trainer(cfg).train()) == "area"
+    mixed = TrainConfig(preset="tiny", data=(str(area), str(whole)), out=str(tmp_path / "m"), steps=1, batch_size=2)
+    with pytest.raises(TrainConfigError, match="mixes"):
+        Trainer(mixed)
+
+
 def test_grounding_loss_is_trained_and_logged(data, tmp_path):
     cfg = TrainConfig(preset="tiny", data=(str(data["train"]),), out=str(tmp_path / "r"), steps=12,
                       batch_size=8, warmup=2, lr=3e-3, shuffle_buffer=1, grounding_weight=1.0,

@@ -3,7 +3,9 @@
     python train/ship_model.py runs/miniwob-default/final [--dtype float16]
 
 Weights are stored in half precision to keep the repository small (serving casts back to
-fp32 on CPU, bf16 on CUDA); the run's train_config.json goes along as the recipe.
+fp32 on CPU, bf16 on CUDA). The run's train_config.json goes along as the recipe, and its
+screen.json (which screenshots it learned on, autoui.data.screen) so evaluation shows it the
+same kind.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from autoui.data.screen import SCREEN_FILE
 from autoui.model.tokenizer import ActionTokenizer
 from autoui.model.vlm import AutoUIModel
 
@@ -32,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists():
         shutil.rmtree(out)
     model.save_pretrained(out, tokenizer=tokenizer)
-    if (src / "train_config.json").is_file():
-        shutil.copy(src / "train_config.json", out / "train_config.json")
+    for name in ("train_config.json", SCREEN_FILE):  # the recipe; the screens it learned on
+        if (src / name).is_file():
+            shutil.copy(src / name, out / name)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"shipped {model.num_parameters():,} parameters ({args.dtype}) to {out}: {size:.1f} MiB")
     return 0

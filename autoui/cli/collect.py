@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
         suite = load_suite(args.suite)
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
         jobs = plan_jobs(suite, args.episodes, args.seed, args.shard_size, tasks)
-        totals = collect(jobs, args.out, workers=args.workers, chromium_path=args.chromium, scale=args.scale)
+        totals = collect(jobs, args.out, workers=args.workers, chromium_path=args.chromium, scale=args.scale,
+                         view=args.view or "task")
     except (SuiteError, EnvError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
     print(json.dumps(totals))
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_reading(args: argparse.Namespace) -> int:
-    """Render reading pages (--suite, --tasks and --scale do not apply)."""
+    """Render reading pages (--suite, --tasks, --scale and --view do not apply)."""
     from autoui.cli import CLIError
     from autoui.envs.base import EnvError
     from autoui.envs.reading_pages import collect_pages

@@ -27,6 +27,19 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=run)
 
 
+def _trained_view(model: str | None, policy: str) -> str:
+    """The view the model was trained on (the shipped one when no --model); "task" for other policies."""
+    from autoui.data.screen import model_view
+
+    if policy != "model":
+        return "task"
+    if model is None:
+        from autoui.agent import default_model_dir
+
+        model = default_model_dir()
+    return model_view(model)
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table, optionally write the JSON."""
     from autoui.cli import CLIError
@@ -46,14 +59,16 @@ def run(args: argparse.Namespace) -> int:
         options["type_from_goal"] = args.type_from_goal
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     try:
+        view = args.view or _trained_view(args.model if policy == "model" else None, policy)
         suite = load_suite(args.suite)
         results = evaluate(
-            lambda: MiniWoBEnv(scale=args.scale, data_mode=args.data_mode, chromium_path=args.chromium),
+            lambda: MiniWoBEnv(scale=args.scale, data_mode=args.data_mode, chromium_path=args.chromium,
+                               view=view),
             lambda env: make_policy(policy, env, **options), suite, args.episodes, args.seed, tasks,
         )
     except (SuiteError, EnvError, UnknownPolicyError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
-    results["policy"] = policy
+    results["policy"], results["view"] = policy, view
     print(format_table(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from autoui.actions import Action
+from autoui.data.screen import MANIFEST, manifest_screen
 from autoui.envs.rollout import EpisodeResult, run_episode
 from autoui.envs.workers import job_results, worker_resource
 
 log = logging.getLogger("autoui.envs.collect")
 
 DATASET = "miniwob"
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -84,24 +84,26 @@ def _positions(rows: list[list[float]]) -> Any:
 
 
 # -- worker side: one browser per process ------------------------------------------------
-def _worker_env(chromium_path: str | None, scale: float) -> tuple[Any, Any]:
+def _worker_env(chromium_path: str | None, scale: float, view: str) -> tuple[Any, Any]:
     """This process's (MiniWoBEnv, expert policy), made on first use (`autoui.envs.workers`)."""
     def make() -> tuple[Any, Any]:
         from autoui.envs.miniwob import MiniWoBEnv
         from autoui.policy import make_policy
 
-        env = MiniWoBEnv(chromium_path=chromium_path, scale=scale, annotate=True, data_mode="train")
+        env = MiniWoBEnv(chromium_path=chromium_path, scale=scale, annotate=True, data_mode="train", view=view)
         return env, make_policy("expert", env)
 
-    return worker_resource("miniwob-expert", make, lambda pair: pair[0].close())
+    return worker_resource(f"miniwob-expert-{scale}-{view}", make, lambda pair: pair[0].close())
 
 
-def collect_shard(job: ShardJob, out_dir: str, chromium_path: str | None = None, scale: float = 1) -> dict[str, Any]:
+def collect_shard(
+    job: ShardJob, out_dir: str, chromium_path: str | None = None, scale: float = 1, view: str = "task",
+) -> dict[str, Any]:
     """Play one shard's episodes and write the successful ones; returns the shard's counts."""
     from autoui.data.aitw import AITWWriter
     from autoui.envs.base import BrowserCrashed
 
-    env, policy = _worker_env(chromium_path, scale)
+    env, policy = _worker_env(chromium_path, scale, view)
     folder = Path(out_dir) / DATASET
     tmp, final = folder / f".tmp-{job.name}-{os.getpid()}", folder / job.name
     written = failed = records = 0
@@ -128,47 +130,57 @@ def collect_shard(job: ShardJob, out_dir: str, chromium_path: str | None = None,
             "errors": errors[:5]}
 
 
-def _run(args: tuple[ShardJob, str, str | None, float]) -> dict[str, Any]:
+def _run(args: tuple[ShardJob, str, str | None, float, str]) -> dict[str, Any]:
     return collect_shard(*args)
 
 
 # -- parent side ---------------------------------------------------------------------------
-def load_manifest(out_dir: str | Path) -> dict[str, Any]:
-    """Finished shards by name (an empty dict for a fresh output folder)."""
+def load_manifest(out_dir: str | Path, screen: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Finished shards by name (an empty dict for a fresh output folder).
+
+    With `screen` ({"view": ..., "scale": ...}) a folder recorded with other screens is refused:
+    one dataset never mixes two kinds of screenshot. Manifests older than the field are "task", 1.
+    """
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())["shards"]
+        manifest = json.loads(path.read_text())
+        shards = manifest["shards"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"{path} is not a collection manifest ({exc}); move it away to start over") from exc
+    recorded = manifest_screen(manifest)
+    if screen is not None and shards and recorded != screen:
+        raise ValueError(f"{out_dir} holds screens recorded with {recorded}, not {screen}; use another --out")
+    return shards
 
 
-def _save_manifest(out_dir: Path, shards: dict[str, Any]) -> None:
+def _save_manifest(out_dir: Path, shards: dict[str, Any], screen: dict[str, Any]) -> None:
     tmp = out_dir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"dataset": DATASET, "shards": shards}, indent=1, sort_keys=True))
+    tmp.write_text(json.dumps({"dataset": DATASET, "screen": screen, "shards": shards}, indent=1, sort_keys=True))
     os.replace(tmp, out_dir / MANIFEST)
 
 
 def collect(
     jobs: list[ShardJob], out_dir: str | Path, workers: int = 2, chromium_path: str | None = None,
-    scale: float = 1, progress: bool = True,
+    scale: float = 1, progress: bool = True, view: str = "task",
 ) -> dict[str, Any]:
     """Run the jobs not yet in the manifest on `workers` processes; returns totals."""
     from tqdm import tqdm
 
     out = Path(out_dir)
     (out / DATASET).mkdir(parents=True, exist_ok=True)
-    done = load_manifest(out)
+    screen = {"view": view, "scale": scale}
+    done = load_manifest(out, screen)
     todo = [j for j in jobs if not (j.name in done and (out / DATASET / j.name).is_file())]
     log.info("%d shards planned, %d already done, %d to run", len(jobs), len(jobs) - len(todo), len(todo))
     bar = tqdm(total=sum(j.count for j in todo), desc="collect", unit="ep", disable=not progress)
-    args = [(j, str(out), chromium_path, scale) for j in todo]
+    args = [(j, str(out), chromium_path, scale, view) for j in todo]
     try:
         with job_results(_run, args, workers) as results:
             for res in results:
                 done[res["shard"]] = res
-                _save_manifest(out, done)
+                _save_manifest(out, done, screen)
                 bar.update(res["count"])
     finally:
         bar.close()

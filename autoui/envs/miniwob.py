@@ -7,8 +7,11 @@ time decay is switched off (`core.EPISODE_MAX_TIME` set very large) so the rewar
 says whether the task was done. Success is binary: raw reward > 0.
 
 The observation is the task area only (160x210 CSS px at the top-left; 375x667 for
-flight tasks), `scale` times larger in pixels. BACK and HOME have no meaning inside a
-single task page and are ignored (recorded in metadata) rather than leaving the task.
+flight tasks), `scale` times larger in pixels; `view="area"` shows only the 160x160 play
+area below the yellow goal banner (the goal is given as text anyway), so the model's
+fixed-size input spends its pixels on the page instead of the banner. BACK and HOME have
+no meaning inside a single task page and are ignored (recorded in metadata) rather than
+leaving the task.
 When the page ends an episode it shows its "START" cover; the final observation hides
 it so it shows the task as the last action left it.
 """
@@ -33,6 +36,8 @@ log = logging.getLogger("autoui.envs.miniwob")
 NO_DECAY_MS = 10**9  # ~11.6 days; setTimeout overflows (fires at once) above 2**31 - 1 ms
 TASK_AREA = (160, 210)  # CSS px, the package's TASK_WIDTH x TASK_HEIGHT
 FLIGHT_TASK_AREA = (375, 667)
+BANNER_HEIGHT = 50  # CSS px: core.css's #query, 44 px + 2 x 3 px padding
+VIEWS = ("task", "area")  # the whole task (banner included) | the play area below the banner
 WINDOW = (500, 320)  # the package's own window sizes
 FLIGHT_WINDOW = (600, 800)
 DATA_MODES = ("train", "test", "default")
@@ -100,9 +105,12 @@ class MiniWoBEnv(BrowserEnv):
     def __init__(
         self, task: str | None = None, *, headless: bool = True, scale: float = 1, max_steps: int | None = None,
         chromium_path: str | None = None, data_mode: str = "test", swipe_mode: str = "auto", annotate: bool = False,
+        view: str = "task",
     ):
         if data_mode not in DATA_MODES:
             raise ValueError(f"data_mode must be one of {DATA_MODES}, got {data_mode!r}")
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
         if max_steps is not None and max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
         if task is not None:
@@ -110,15 +118,19 @@ class MiniWoBEnv(BrowserEnv):
         viewport = Viewport(*(FLIGHT_WINDOW if task and task.startswith("flight.") else WINDOW), device_scale_factor=scale)
         super().__init__(BrowserConfig(viewport=viewport, headless=headless, chromium_path=chromium_path,
                                        swipe_mode=swipe_mode, annotate=annotate, settle_ignore=OUTSIDE_TASK))
-        self.task, self.seed, self.data_mode, self.max_steps = task, 0, data_mode, max_steps
-        self._area = FLIGHT_TASK_AREA if task and task.startswith("flight.") else TASK_AREA
+        self.task, self.seed, self.data_mode, self.max_steps, self.view = task, 0, data_mode, max_steps, view
+        self._flight = bool(task and task.startswith("flight."))
 
-    # -- geometry: the observation is the task area ----------------------------------------
+    # -- geometry: the observation is the task area (or its play area) ---------------------
     def region(self) -> tuple[float, float, float, float]:
-        return (0.0, 0.0, float(self._area[0]), float(self._area[1]))
+        if self._flight:
+            return (0.0, 0.0, float(FLIGHT_TASK_AREA[0]), float(FLIGHT_TASK_AREA[1]))
+        top = BANNER_HEIGHT if self.view == "area" else 0
+        return (0.0, float(top), float(TASK_AREA[0]), float(TASK_AREA[1] - top))
 
     def screenshot_clip(self) -> dict[str, float]:
-        return {"x": 0, "y": 0, "width": self._area[0], "height": self._area[1]}
+        left, top, width, height = self.region()
+        return {"x": left, "y": top, "width": width, "height": height}
 
     def elements(self, selector: str = "*", leaves_only: bool = False) -> list[UIElement]:
         """Visible elements of the task area matching `selector`, boxes normalized to the observation."""
@@ -152,9 +164,8 @@ class MiniWoBEnv(BrowserEnv):
         return self.observe(task=task, seed=self.seed)
 
     def _use_task(self, task: str) -> None:
-        flight = task.startswith("flight.")
-        self._area = FLIGHT_TASK_AREA if flight else TASK_AREA
-        width, height = FLIGHT_WINDOW if flight else WINDOW
+        self._flight = task.startswith("flight.")
+        width, height = FLIGHT_WINDOW if self._flight else WINDOW
         if self.page.viewport_size != {"width": width, "height": height}:
             self.page.set_viewport_size({"width": width, "height": height})
         self.task = task

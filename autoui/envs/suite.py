@@ -153,5 +153,9 @@ def add_suite_arguments(parser, *, episodes: int, seed: int) -> None:
     parser.add_argument("--episodes", type=int, default=episodes, help="episodes per task (seeds S .. S+N-1)")
     parser.add_argument("--seed", type=int, default=seed, help="first seed S")
     parser.add_argument("--scale", type=float, default=1.0, help="device scale factor of the screenshots")
+    parser.add_argument("--view", default=None, choices=["task", "area"],
+                        help="what the screenshot shows: the whole 160x210 task (goal banner included) or the "
+                             "160x160 play area below the banner (the goal stays text). Default: the view the "
+                             "model was trained on (its screen.json), else task")
     parser.add_argument("--chromium", default=None,
                         help="Chromium executable (default: AUTOUI_CHROMIUM, /usr/bin/chromium)")

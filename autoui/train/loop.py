@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from autoui.data.screen import data_screen, write_model_screen
 from autoui.metrics import evaluate
 from autoui.train.box_text import BoxTextLoss, BoxTextSpec
 from autoui.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
@@ -47,6 +48,10 @@ class Trainer:
         if ckpt is None and (self.run_dir / "train_config.json").exists():
             raise TrainConfigError(f"{self.run_dir} already holds a run: pass --resume {self.run_dir} or another --out")
         self.acc.wait_for_everyone()  # every rank checks before the main one writes into RUN_DIR
+        try:
+            self.screen = data_screen(cfg.data)
+        except ValueError as exc:
+            raise TrainConfigError(str(exc)) from exc
         set_seed(cfg.seed)
         self.tokenizer = load_tokenizer(cfg, ckpt or cfg.init)
         model = build_model(cfg, self.tokenizer, ckpt or cfg.init).to(self.acc.device)
@@ -245,6 +250,7 @@ class Trainer:
         if self.acc.is_main_process:
             self.raw.save_pretrained(final, tokenizer=self.tokenizer)
             self.cfg.save(final)  # eval_aitw.py reads the action format from it
+            write_model_screen(final, self.screen)  # which screenshots it learned on (autoui.data.screen)
             if self.cache is not None:
                 log.info("feature cache: %d hits, %d misses", self.cache.hits, self.cache.misses)
         self.acc.wait_for_everyone()
