@@ -293,8 +293,9 @@ def _model_policy(env: Any, model_path: str | Path | None = None, model_dir: str
     if directory is None:
         raise ValueError(f"the model policy needs model_path=DIR (a directory from save_pretrained); "
                          f"no shipped model at {DEFAULT_MODEL_DIR}")
-    trained_view, shown = model_view(directory, default=getattr(env, "view", "task")), getattr(env, "view", None)
-    if shown is not None and shown != trained_view:
+    shown = getattr(env, "view", None)  # MiniWoBEnv's; other environments have one kind of screen
+    trained_view = model_view(directory, default=shown or "task")
+    if shown is not None and trained_view != shown:
         log.warning("the model in %s learned on %r screens but the environment shows %r ones", directory,
                     trained_view, shown)
     runtime = RuntimeOptions(kv_cache=kv_cache, constrained=constrained, type_from_goal=type_from_goal)

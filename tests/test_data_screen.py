@@ -24,6 +24,9 @@ def test_data_screen_reads_manifests_and_refuses_mixtures(tmp_path):
     assert data_screen([area / "miniwob", tmp_path / "aitw"]) == {"view": "area", "scale": 1.0}
     with pytest.raises(ValueError, match="mixes"):
         data_screen([area, old])
+    # collect(scale=1) from Python and --scale 1.0 from the command line are the same screens
+    python_api = _manifest(tmp_path / "api", {"view": "task", "scale": 1})
+    assert data_screen([old, python_api]) == DEFAULT_SCREEN
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "manifest.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a collection manifest"):

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         options["type_from_goal"] = args.type_from_goal
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     try:
-        view = args.view or _trained_view(args.model if policy == "model" else None, policy)
+        view = args.view or _trained_view(args.model, policy)
         suite = load_suite(args.suite)
         results = evaluate(
             lambda: MiniWoBEnv(scale=args.scale, data_mode=args.data_mode, chromium_path=args.chromium,

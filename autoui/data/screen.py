@@ -40,10 +40,10 @@ def data_screen(dirs: list[str | Path]) -> dict[str, Any] | None:
                 except (json.JSONDecodeError, TypeError, AttributeError) as exc:
                     raise ValueError(f"{path} is not a collection manifest ({exc})") from exc
                 break
-    kinds = {json.dumps(s, sort_keys=True) for s in found.values()}
-    if len(kinds) > 1:
+    first = next(iter(found.values()), None)
+    if any(s != first for s in found.values()):
         raise ValueError(f"the training data mixes screens recorded differently: {found}")
-    return next(iter(found.values()), None)
+    return first
 
 
 def write_model_screen(model_dir: str | Path, screen: dict[str, Any] | None) -> None:

@@ -119,9 +119,12 @@ class MiniWoBEnv(BrowserEnv):
         super().__init__(BrowserConfig(viewport=viewport, headless=headless, chromium_path=chromium_path,
                                        swipe_mode=swipe_mode, annotate=annotate, settle_ignore=OUTSIDE_TASK))
         self.task, self.seed, self.data_mode, self.max_steps, self.view = task, 0, data_mode, max_steps, view
-        self._flight = bool(task and task.startswith("flight."))
 
     # -- geometry: the observation is the task area (or its play area) ---------------------
+    @property
+    def _flight(self) -> bool:
+        return bool(self.task and self.task.startswith("flight."))
+
     def region(self) -> tuple[float, float, float, float]:
         if self._flight:
             return (0.0, 0.0, float(FLIGHT_TASK_AREA[0]), float(FLIGHT_TASK_AREA[1]))
@@ -164,8 +167,7 @@ class MiniWoBEnv(BrowserEnv):
         return self.observe(task=task, seed=self.seed)
 
     def _use_task(self, task: str) -> None:
-        self._flight = task.startswith("flight.")
-        width, height = FLIGHT_WINDOW if self._flight else WINDOW
+        width, height = FLIGHT_WINDOW if task.startswith("flight.") else WINDOW
         if self.page.viewport_size != {"width": width, "height": height}:
             self.page.set_viewport_size({"width": width, "height": height})
         self.task = task
