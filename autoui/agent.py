@@ -66,7 +66,7 @@ def serving_dtype(device: str | torch.device = "cpu", dtype: str = "auto") -> to
     """The weights' dtype for serving: `dtype`, or for "auto" bf16 on CUDA and fp32 on CPU.
 
     On CPU, one-row (decode) matmuls are ~3x slower in bf16 than in fp32 even with AMX,
-    while many-row (prefill) ones are ~5x faster with AMX: the runtime engine then prefills
+    while many-row (prefill) ones are ~5x faster with AMX (~2.3x with AVX512-BF16): the runtime engine then prefills
     with a bf16 twin of the fp32 model (`autoui.runtime.engine.EngineConfig.prefill_dtype`).
     """
     if dtype not in SERVING_DTYPES:
@@ -153,7 +153,7 @@ class RuntimeOptions:
 
     kv_cache: str = "plain"
     constrained: bool = True
-    prefill_dtype: str = "auto"  # see autoui.runtime.engine.prefill_model: bf16 prefill on AMX CPUs
+    prefill_dtype: str = "auto"  # see autoui.runtime.engine.prefill_model: bf16 prefill on AMX or AVX512-BF16 CPUs
     type_from_goal: bool = False  # typed text must be a span the goal quotes (autoui.runtime.copy_text)
 
     def __post_init__(self) -> None:

@@ -38,7 +38,8 @@ def test_bench_runtime_writes_every_key_and_a_table(setup, capsys):
     for key in ("latency_ms_b1", "steps_per_s", "speedup_vs_hf_b1", "speedup_vs_hf_b32", "kv_bytes_per_token",
                 "action_match_delta", "device", "date", "peak_memory_mb", "breakdown_ms_b1", "agreement_runtime_vs_hf", "unavailable"):
         assert key in res, key
-    assert "-core CPU (" in res["device"] and "AMX" in res["device"]  # CPU model and AMX support are recorded
+    assert "-core CPU (" in res["device"]  # the CPU model and its bf16 matmul hardware are recorded
+    assert any(f", {hw})" in res["device"] for hw in ("AMX", "AVX512-BF16", "no bf16 matmul"))
     assert {"runtime", "runtime-unconstrained", "runtime-int8", "runtime-int4", "runtime-fp8",
             "hf-dynamic"} <= set(res["latency_ms_b1"])
     lat = res["latency_ms_b1"]["runtime"]

@@ -58,9 +58,11 @@ def test_prefill_twin_runs_prefill_in_its_dtype_and_decode_in_the_models(monkeyp
     import autoui.runtime.engine as engine_mod
 
     model = _model(load_preset("tiny"))
-    monkeypatch.setattr(engine_mod, "cpu_has_amx", lambda: False)
-    assert Engine(model, EngineConfig(max_batch=1, max_seq_len=96)).prefiller is model  # auto without AMX
-    monkeypatch.setattr(engine_mod, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(engine_mod, "cpu_bf16_matmul", lambda: "")
+    assert Engine(model, EngineConfig(max_batch=1, max_seq_len=96)).prefiller is model  # auto without bf16 hardware
+    monkeypatch.setattr(engine_mod, "cpu_bf16_matmul", lambda: "AVX512-BF16")
+    assert Engine(model, EngineConfig(max_batch=1, max_seq_len=96)).prefiller.dtype == torch.bfloat16
+    monkeypatch.setattr(engine_mod, "cpu_bf16_matmul", lambda: "AMX")
     engine = Engine(model, EngineConfig(max_batch=2, max_seq_len=96, max_new_tokens=6))  # auto with AMX
     twin = engine.prefiller
     assert twin is not model and twin.dtype == torch.bfloat16 and model.dtype == torch.float32
@@ -71,6 +73,21 @@ def test_prefill_twin_runs_prefill_in_its_dtype_and_decode_in_the_models(monkeyp
         assert out[:1] == first and len(out) == 6  # the first token is the bf16 prefill's choice
     x = torch.randn(1, 3, model.config.decoder.hidden_size)
     assert torch.equal(model.decoder(x), Engine(model, EngineConfig(prefill_dtype="same")).prefiller.decoder(x))
+
+
+def test_cpu_bf16_matmul_names_the_hardware(monkeypatch):
+    import autoui.runtime.engine as engine_mod
+
+    flags = {"_is_amx_tile_supported": False, "_is_avx512_bf16_supported": False}
+    for name in flags:
+        monkeypatch.setattr(torch.cpu, name, lambda name=name: flags[name], raising=False)
+    assert engine_mod.cpu_bf16_matmul() == ""
+    flags["_is_avx512_bf16_supported"] = True
+    assert engine_mod.cpu_bf16_matmul() == "AVX512-BF16"
+    flags["_is_amx_tile_supported"] = True
+    assert engine_mod.cpu_bf16_matmul() == "AMX"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: (_ for _ in ()).throw(RuntimeError("no")))
+    assert engine_mod.cpu_bf16_matmul() == "AVX512-BF16"  # a probe that fails counts as "no"
 
 
 def test_constrained_engine_outputs_parse():

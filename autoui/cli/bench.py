@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes for steps/s")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="the runtime's weights (auto: bf16 on CUDA, fp32 + bf16 prefill on AMX CPUs); "
+                   help="the runtime's weights (auto: bf16 on CUDA, fp32 + bf16 prefill on CPUs with bf16 matmuls: AMX, AVX512-BF16); "
                         "HF runs fp32 and, if different, this")
     p.add_argument("--threads", type=int, default=0, help="torch threads for every method (0: torch's default)")
     p.add_argument("--eval-steps", type=int, default=64, help="held-out steps scored for action match")

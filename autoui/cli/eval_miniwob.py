@@ -18,7 +18,7 @@ def register(subparsers: Any) -> None:
                    help="KV-cache storage of the model's runtime (--policy model)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights' dtype when serving the model "
-                        "(auto: bf16 on CUDA, fp32 on CPU with a bf16 prefill on AMX CPUs)")
+                        "(auto: bf16 on CUDA, fp32 on CPU with a bf16 prefill on CPUs with AMX or AVX512-BF16)")
     p.add_argument("--type-from-goal", action="store_true",
                    help="the model's typed text must be a span the goal quotes (--policy model)")
     add_suite_arguments(p, episodes=10, seed=1000)

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--type-from-goal", action="store_true",
                    help="typed text must be a span the goal quotes (as written, upper or lower case)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="weights' dtype (auto: bf16 on CUDA, fp32 on CPU with a bf16 prefill on AMX CPUs)")
+                   help="weights' dtype (auto: bf16 on CUDA, fp32 on CPU with a bf16 prefill on CPUs with AMX or AVX512-BF16)")
     p.add_argument("--kv-cache", choices=("plain", "int8", "int4", "fp8"), default="plain",
                    help="KV-cache storage of the runtime (plain = model dtype)")
     p.add_argument("--unconstrained", action="store_true",

@@ -43,18 +43,20 @@ def cpu_model() -> str:
 
 
 def device_name(device: torch.device) -> str:
-    """Words for the machine: "2-core CPU (<model>, AMX|no AMX), no GPU" or the CUDA device's name.
+    """Words for the machine: "2-core CPU (<model>, <arch>, AMX|AVX512-BF16|no bf16 matmul), no GPU",
+    or the CUDA device's name.
 
     CPU numbers differ a lot between machines of the same size (AMX makes bf16 prefill ~5x
-    faster per matmul), so the model and AMX support are part of every CPU result.
+    faster per matmul, AVX512-BF16 ~2.3x), so the model and its bf16 support are part of
+    every CPU result.
     """
-    from autoui.runtime.engine import cpu_has_amx
+    from autoui.runtime.engine import cpu_bf16_matmul
 
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     gpu = "GPU present but unused" if torch.cuda.is_available() else "no GPU"
-    amx = "AMX" if cpu_has_amx() else "no AMX"
-    return f"{len(os.sched_getaffinity(0))}-core CPU ({cpu_model()}, {platform.machine()}, {amx}), {gpu}"
+    bf16 = cpu_bf16_matmul() or "no bf16 matmul"
+    return f"{len(os.sched_getaffinity(0))}-core CPU ({cpu_model()}, {platform.machine()}, {bf16}), {gpu}"
 
 
 def kv_bytes_per_token(model: Any, hf_model: Any = None) -> dict[str, Any]:

@@ -55,28 +55,40 @@ class EngineConfig:
 PREFILL_DTYPES = ("auto", "same", "float32", "bfloat16", "float16")
 
 
-def cpu_has_amx() -> bool:
-    """True when this CPU multiplies bf16 matrices in hardware (Intel AMX tiles)."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+def _cpu_probe(name: str) -> bool:
+    probe = getattr(torch.cpu, name, None)
     try:
         return bool(probe()) if probe is not None else False
     except RuntimeError:
         return False
 
 
+def cpu_bf16_matmul() -> str:
+    """How this CPU multiplies bf16 matrices in hardware: "AMX", "AVX512-BF16", or "" (it does not).
+
+    Measured on 2-core machines: AMX tiles run many-row bf16 matmuls ~5x faster than fp32;
+    AVX512-BF16 (e.g. AMD Zen 4) ~2.3x; plain AVX-512 (Ice Lake) converts and runs them ~4x
+    *slower* than fp32, so there bf16 is never the fast choice.
+    """
+    if _cpu_probe("_is_amx_tile_supported"):
+        return "AMX"
+    return "AVX512-BF16" if _cpu_probe("_is_avx512_bf16_supported") else ""
+
+
 def auto_prefill_dtype(model) -> str:
-    """What "auto" means for `model`: "bfloat16" for an fp32 model on an AMX CPU, else "same"."""
-    amx = model.device.type == "cpu" and model.dtype == torch.float32 and cpu_has_amx()
-    return "bfloat16" if amx else "same"
+    """What "auto" means for `model`: "bfloat16" for an fp32 model on a CPU with bf16 matmuls, else "same"."""
+    fast_bf16 = model.device.type == "cpu" and model.dtype == torch.float32 and bool(cpu_bf16_matmul())
+    return "bfloat16" if fast_bf16 else "same"
 
 
 def prefill_model(model, prefill_dtype: str = "auto"):
     """The model that runs prefills: `model` itself, or a copy of it in another dtype.
 
-    "auto" picks a bf16 copy for an fp32 model on a CPU with AMX: there, many-row matmuls
-    (vision tower, prefill) run ~5x faster in bf16, while the one-row matmuls of decoding
-    run ~3x slower, so decoding keeps the fp32 weights (measured: BENCHMARKS.md). The copy
-    costs half the fp32 weights' memory. Anywhere else "auto" means "same".
+    "auto" picks a bf16 copy for an fp32 model on a CPU that multiplies bf16 in hardware
+    (`cpu_bf16_matmul`): there, many-row matmuls (vision tower, prefill) run 2-5x faster in
+    bf16, while the one-row matmuls of decoding do not gain (AMX: ~3x slower), so decoding
+    keeps the fp32 weights (measured: BENCHMARKS.md). The copy costs half the fp32 weights'
+    memory. Anywhere else "auto" means "same".
     """
     if prefill_dtype == "auto":
         prefill_dtype = auto_prefill_dtype(model)
