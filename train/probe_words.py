@@ -11,8 +11,8 @@ variant is trained the same way (AdamW 5e-4, cosine, bf16 autocast) for `--steps
 
 Variants (comma list in `--variants`):
 - `vit28`: the shipped model's vision tower (28-px patches, 8 x 8 tokens), from `--model`.
-- `vit14`: the same tower with 14-px patches (16 x 16 tokens): patch kernel average-pooled,
-  positions interpolated (FlexiViT-style), from `--model`.
+- `vit14`: the same tower with 14-px patches (16 x 16 tokens, `autoui.model.vision.repatch`:
+  patch kernel average-pooled, positions interpolated, FlexiViT-style), from `--model`.
 - `cnn`: a 5-layer CNN, fresh, read at its 28 x 28 map (8-px cells).
 - `poolN`: the CNN's map average-pooled to N x N tokens (e.g. pool16, pool8).
 - `shuffleK`: the CNN's map with K x K cells concatenated into one token and projected
@@ -126,6 +126,7 @@ class ViTTokens(nn.Module):
 
     def __init__(self, model_dir: str, patch: int):
         super().__init__()
+        from autoui.model.vision import repatch
         from autoui.model.vlm import AutoUIModel
 
         self.vision = AutoUIModel.from_pretrained(model_dir).vision.float()
@@ -134,19 +135,9 @@ class ViTTokens(nn.Module):
                              f"size is a multiple of {patch}; this one has {self.vision.config.image_size} px, "
                              f"patch {self.vision.config.patch_size}")
         self.dim = self.vision.config.hidden_size
-        emb, side = self.vision.embeddings, self.vision.config.image_size // self.vision.config.patch_size
         if patch != self.vision.config.patch_size:
-            factor = self.vision.config.patch_size // patch
-            old = emb.patch_embedding
-            emb.patch_embedding = nn.Conv2d(old.in_channels, old.out_channels, patch, patch)
-            emb.patch_embedding.weight.data = F.avg_pool2d(old.weight.data, factor) * factor * factor
-            emb.patch_embedding.bias.data = old.bias.data.clone()
-            grid = emb.position_embedding.weight.data.reshape(side, side, -1).permute(2, 0, 1)[None]
-            side *= factor
-            table = F.interpolate(grid, size=(side, side), mode="bicubic", align_corners=False)
-            emb.position_embedding = nn.Embedding(side * side, table.shape[1])
-            emb.position_embedding.weight.data = table[0].permute(1, 2, 0).reshape(side * side, -1)
-        self.side = side
+            self.vision = repatch(self.vision, patch)
+        self.side = self.vision.embeddings.side
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         emb = self.vision.embeddings

@@ -7,6 +7,7 @@ the variant is chosen by `VisionConfig.variant`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -173,3 +174,31 @@ class VisionEncoder(nn.Module):
         """HF's `last_hidden_state`: all layers, then `post_layernorm` for SigLIP (CLIP leaves it out): [B, N, D]."""
         x = self.forward(pixel_values)
         return self.post_layernorm(x) if self.config.variant == "siglip" else x
+
+
+@torch.no_grad()
+def repatch(vision: VisionEncoder, patch_size: int) -> VisionEncoder:
+    """A copy of `vision` that cuts the same image into smaller patches (FlexiViT-style resize).
+
+    The patch kernel is average-pooled down to `patch_size` and multiplied by the number of
+    small patches per old one, so a flat colour embeds as before; the learned position table is
+    interpolated (bicubic) to the finer grid (CLIP's class-token row is kept as is); every other
+    weight is copied. The image size stays, so there are (old / new)^2 times more image tokens.
+    Why: 28-px tokens are too coarse to tell MiniWoB's words apart (docs/train.md section 11).
+    """
+    cfg = vision.config
+    if patch_size >= cfg.patch_size or cfg.patch_size % patch_size:
+        raise ValueError(f"patch_size must divide the current {cfg.patch_size} and be smaller, got {patch_size}")
+    new = VisionEncoder(dataclasses.replace(cfg, patch_size=patch_size)).to(vision.embeddings.position_embedding.weight)
+    skip = ("embeddings.patch_embedding.", "embeddings.position_embedding.")
+    new.load_state_dict({k: v for k, v in vision.state_dict().items() if not k.startswith(skip)}, strict=False)
+    factor = cfg.patch_size // patch_size
+    old, emb = vision.embeddings, new.embeddings
+    emb.patch_embedding.weight.copy_(F.avg_pool2d(old.patch_embedding.weight.float(), factor) * factor * factor)
+    if old.patch_embedding.bias is not None:
+        emb.patch_embedding.bias.copy_(old.patch_embedding.bias)
+    table, side = old.position_embedding.weight.float(), old.side
+    grid = table[-side * side:].reshape(side, side, -1).permute(2, 0, 1)[None]  # [1, D, side, side]
+    fine = F.interpolate(grid, size=(emb.side, emb.side), mode="bicubic", align_corners=False)
+    emb.position_embedding.weight.copy_(torch.cat([table[:-side * side], fine[0].permute(1, 2, 0).flatten(0, 1)]))
+    return new

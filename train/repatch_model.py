@@ -1,0 +1,58 @@
+"""Write a copy of a model whose vision tower cuts the screenshot into smaller patches.
+
+    python train/repatch_model.py models/default-model --patch 14 --out runs/default-p14/init
+
+The patch kernel and position table are resized (`autoui.model.vision.repatch`), everything
+else is copied, and the config says the new patch size, so prompts get (old / new)^2 times
+more image tokens. The result is a starting point for `train/sft.py --init`: it has not
+learned its finer grid yet. Why: docs/train.md section 11 (28-px tokens cannot tell
+MiniWoB's words apart; the same tower at 14 px learns to).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import sys
+from pathlib import Path
+
+try:
+    import autoui  # noqa: F401
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from autoui.data.screen import SCREEN_FILE
+from autoui.model.tokenizer import ActionTokenizer
+from autoui.model.vision import repatch
+from autoui.model.vlm import AutoUIModel
+
+
+def repatch_model(model: AutoUIModel, patch_size: int) -> AutoUIModel:
+    """`model` with its vision tower re-patched to `patch_size` and its config to match (in place)."""
+    model.vision = repatch(model.vision, patch_size)
+    model.config = dataclasses.replace(model.config, vision=model.vision.config)
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model", help="a model directory (save_pretrained layout)")
+    p.add_argument("--patch", type=int, required=True, help="the new patch size; must divide the current one")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    src, out = Path(args.model), Path(args.out)
+    model = AutoUIModel.from_pretrained(src)
+    before = model.config.num_image_tokens
+    try:
+        repatch_model(model, args.patch)
+    except ValueError as exc:
+        raise SystemExit(f"{src}: {exc}") from exc
+    model.save_pretrained(out, tokenizer=ActionTokenizer.load(src))
+    if (src / SCREEN_FILE).is_file():  # the screens it learned on stay the screens it expects
+        shutil.copy(src / SCREEN_FILE, out / SCREEN_FILE)
+    print(f"{out}: patch {args.patch}, {model.config.num_image_tokens} image tokens (was {before})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
