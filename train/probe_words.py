@@ -122,7 +122,7 @@ class CNNTokens(nn.Module):
 
 
 class ViTTokens(nn.Module):
-    """The model's vision tower (all layers, then its final norm), optionally re-patched to 14 px."""
+    """The model's vision tower (HF's `last_hidden_state`), optionally re-patched to 14 px."""
 
     def __init__(self, model_dir: str, patch: int):
         super().__init__()
@@ -130,21 +130,19 @@ class ViTTokens(nn.Module):
         from autoui.model.vlm import AutoUIModel
 
         self.vision = AutoUIModel.from_pretrained(model_dir).vision.float()
-        if self.vision.config.image_size != SIZE or self.vision.config.patch_size % patch:
-            raise SystemExit(f"{model_dir}: the probe renders {SIZE}-px pages for a {SIZE}-px vision tower whose patch "
-                             f"size is a multiple of {patch}; this one has {self.vision.config.image_size} px, "
-                             f"patch {self.vision.config.patch_size}")
+        if self.vision.config.image_size != SIZE:
+            raise SystemExit(f"{model_dir}: the probe renders {SIZE}-px pages for a {SIZE}-px vision tower; "
+                             f"this one takes {self.vision.config.image_size} px")
         self.dim = self.vision.config.hidden_size
         if patch != self.vision.config.patch_size:
-            self.vision = repatch(self.vision, patch)
+            try:
+                self.vision = repatch(self.vision, patch)
+            except ValueError as exc:
+                raise SystemExit(f"{model_dir}: {exc}") from exc
         self.side = self.vision.embeddings.side
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        emb = self.vision.embeddings
-        x = emb.patch_embedding(pixels).flatten(2).transpose(1, 2) + emb.position_embedding.weight[None]
-        for layer in self.vision.encoder.layers:
-            x = layer(x)
-        return self.vision.post_layernorm(x)
+        return self.vision.last_hidden_state(pixels)[:, -self.side ** 2:]  # patch tokens only (CLIP: no class token)
 
 
 def front_end(name: str, model_dir: str) -> nn.Module:
