@@ -9,8 +9,8 @@ from autoui.cli import main
 from autoui.data.aitw import DATASETS, dataset_dirs, read_episodes
 from autoui.data.synthetic import generate_dataset, generate_predictions
 
-SUBSET_KEYS = {"steps", "action_match", "type_accuracy", "text_match", "episode_success", "missing", "invalid"}
-TOTAL_KEYS = {"steps", "action_match", "type_accuracy", "text_match", "episode_success"}
+TOTAL_KEYS = {"steps", "action_match", "type_accuracy", "text_match", "episode_success", "tap_in_box", "box_taps"}
+SUBSET_KEYS = TOTAL_KEYS | {"missing", "invalid"}
 
 
 @pytest.fixture(scope="module")

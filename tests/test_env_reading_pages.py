@@ -56,3 +56,34 @@ def test_collect_reading_writes_episodes_whose_tap_is_on_the_named_word(tmp_path
         assert tuple(tap.image[46, 158]) == (255, 255, 0)  # MiniWoB's yellow goal banner
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and '"shards_reused": 2' in again.stdout
+
+
+@needs_chromium
+def test_collect_reading_area_view_records_the_play_area_below_the_banner(tmp_path):
+    from autoui.data.aitw import read_episodes
+
+    out = tmp_path / "reading-area"
+    cmd = [sys.executable, "-m", "autoui", "collect", "reading", "--episodes", "4", "--seed", "40",
+           "--shard-size", "4", "--workers", "1", "--view", "area", "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    episodes = list(read_episodes(out / "reading"))
+    assert len(episodes) == 4
+    for ep in episodes:
+        tap = ep.steps[0]
+        assert tap.image.shape == (160, 160, 3)
+        assert not (tap.image[:4] == (255, 255, 0)).all(axis=-1).any()  # no banner row left
+        target = page_for(int(ep.episode_id.rsplit("/", 1)[1])).target
+        (ty, tx), (y, x, h, w) = tap.action.touch_yx, _box_of(tap, target)[0]
+        assert y <= ty <= y + h and x <= tx <= x + w
+        # the box is normalised to the 160x160 crop: the target's pixels there are not white
+        py, px = int((y + h / 2) * 160), int((x + w / 2) * 160)
+        patch = tap.image[max(0, py - 6):py + 6, max(0, px - 12):px + 12]
+        assert (patch < 200).any(), f"{ep.goal}: nothing drawn at the target's box"
+
+
+def test_reading_pages_reject_an_unknown_view():
+    from autoui.envs.reading_pages import collect_pages
+
+    with pytest.raises(ValueError, match="view"):
+        collect_pages("/nonexistent", 1, view="banner")

@@ -43,14 +43,16 @@ def test_scores_by_hand():
     r = ev.result()
     assert list(r) == ["subsets", "overall", "micro"]
     g, s = r["subsets"]["general"], r["subsets"]["single"]
+    # g1's tap is the only reference tap in a box; its prediction is far off: in-box 0 of 1
     assert g == {"steps": 4, "action_match": 75.0, "type_accuracy": 100.0, "text_match": 75.0,
-                 "episode_success": 50.0, "missing": 0, "invalid": 0}
+                 "episode_success": 50.0, "tap_in_box": 0.0, "box_taps": 1, "missing": 0, "invalid": 0}
     assert s == {"steps": 2, "action_match": 0.0, "type_accuracy": 0.0, "text_match": 0.0,
-                 "episode_success": 0.0, "missing": 1, "invalid": 1}
+                 "episode_success": 0.0, "tap_in_box": 0.0, "box_taps": 0, "missing": 1, "invalid": 1}
     assert r["overall"] == {"steps": 6, "action_match": 37.5, "type_accuracy": 50.0, "text_match": 37.5,
-                            "episode_success": 25.0}
+                            "episode_success": 25.0, "tap_in_box": 0.0, "box_taps": 1}
     assert r["micro"] == {"steps": 6, "action_match": 50.0, "type_accuracy": pytest.approx(66.6667),
-                          "text_match": 50.0, "episode_success": pytest.approx(33.3333)}
+                          "text_match": 50.0, "episode_success": pytest.approx(33.3333), "tap_in_box": 0.0,
+                          "box_taps": 1}
     assert ev.unknown == [("zz", 0)]
     assert evaluate(STEPS, PREDS) == r  # the one-call form, any chunking
 
@@ -64,7 +66,8 @@ def test_text_rule_counts_against_matched_type():
 def test_table_lists_every_row():
     table = format_table(evaluate(STEPS, PREDS))
     lines = table.splitlines()
-    assert lines[0].split() == ["subset", "steps", "action", "type", "text", "episode", "missing", "invalid"]
+    assert lines[0].split() == ["subset", "steps", "action", "type", "text", "episode", "in-box", "missing",
+                                "invalid"]
     assert [ln.split()[0] for ln in lines[2:4] + lines[5:]] == ["general", "single", "overall", "micro"]
     assert "37.50" in lines[5]
 
@@ -92,3 +95,24 @@ def test_bad_prediction_lines_name_the_line(tmp_path, line, message):
     assert message in str(err.value) and str(f) in str(err.value)
     with pytest.raises(PredictionsError, match="cannot open"):
         load_predictions(tmp_path / "missing.jsonl")
+
+
+def test_tap_in_box_wants_the_smallest_box_not_a_grown_neighbour():
+    # two words side by side: the AITW rule's grown boxes overlap, so a tap on the neighbour
+    # "matches"; the strict rate counts only taps inside the word the reference tapped
+    words = np.array([[0.50, 0.10, 0.04, 0.10], [0.50, 0.22, 0.04, 0.10], [0.0, 0.0, 1.0, 1.0]], np.float32)
+    steps = [SimpleNamespace(dataset="d", episode_id=f"e{i}", step_id=0, action=Action.tap(0.52, 0.15),
+                             ui_positions=words) for i in range(4)]
+    preds = {("e0", 0): Action.tap(0.52, 0.27),  # the neighbour: published match, strict miss
+             ("e1", 0): Action.tap(0.51, 0.12),  # the word itself
+             ("e2", 0): Action.back(),
+             ("e3", 0): Action.tap(0.9, 0.9)}  # inside only the page-sized box
+    m = evaluate(steps, preds)["micro"]
+    assert m["action_match"] == 75.0  # e0, e1 and e3 (the page's box holds both points)
+    assert m["box_taps"] == 4 and m["tap_in_box"] == 25.0  # e1 only
+
+
+def test_tap_in_box_skips_taps_outside_every_box():
+    steps = [SimpleNamespace(dataset="d", episode_id="e", step_id=0, action=Action.tap(0.9, 0.9), ui_positions=BOX)]
+    m = evaluate(steps, {("e", 0): Action.tap(0.9, 0.9)})["micro"]
+    assert m["action_match"] == 100.0 and m["box_taps"] == 0 and m["tap_in_box"] == 0.0

@@ -46,13 +46,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_reading(args: argparse.Namespace) -> int:
-    """Render reading pages (--suite, --tasks, --scale and --view do not apply)."""
+    """Render reading pages (--suite, --tasks and --scale do not apply; --view does)."""
     from autoui.cli import CLIError
     from autoui.envs.base import EnvError
     from autoui.envs.reading_pages import collect_pages
 
     try:
-        totals = collect_pages(args.out, args.episodes, args.seed, args.shard_size, args.workers, args.chromium)
+        totals = collect_pages(args.out, args.episodes, args.seed, args.shard_size, args.workers, args.chromium,
+                               view=args.view or "task")
     except (EnvError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
     print(json.dumps(totals))

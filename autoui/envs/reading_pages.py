@@ -35,6 +35,8 @@ log = logging.getLogger("autoui.envs.reading_pages")
 
 DATASET = "reading"
 WIDTH, HEIGHT = 160, 210  # MiniWoB++'s screen, CSS px
+BANNER = 50  # CSS px of the yellow goal banner, as in MiniWoB++
+VIEWS = ("task", "area")  # the whole screen | the play area below the banner (autoui.envs.miniwob's views)
 LAYOUTS = ("links", "buttons", "squares", "options", "list")
 
 _LATIN = (
@@ -170,11 +172,18 @@ class ReadingPageError(RuntimeError):
 
 
 class PageRenderer:
-    """One Chromium page at MiniWoB's size that turns `Page`s into AITW steps."""
+    """One Chromium page at MiniWoB's size that turns `Page`s into AITW steps.
 
-    def __init__(self, chromium_path: str | None = None):
+    `view="area"` records only the 160x160 play area below the banner, as MiniWoB's area view
+    does, so the pages reach an area-view model at the scale of its tasks.
+    """
+
+    def __init__(self, chromium_path: str | None = None, view: str = "task"):
         from autoui.envs.chromium import acquire_playwright, launch
 
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+        self.view = view
         self._pw = acquire_playwright()
         try:
             self._browser = launch(self._pw, chromium_path)
@@ -208,12 +217,14 @@ class PageRenderer:
 
         self._page.set_content(page.html)
         top, left, h, w = self._page.evaluate(_TARGET_BOX_JS)
-        y, x = (top + h / 2) / HEIGHT, (left + w / 2) / WIDTH
+        y0 = BANNER if self.view == "area" else 0
+        y, x = (top + h / 2 - y0) / (HEIGHT - y0), (left + w / 2) / WIDTH
         if not (0 < y < 1 and 0 < x < 1) or h <= 0 or w <= 0:
             raise ReadingPageError(f"{episode_id}: the target rendered off screen at ({y:.2f}, {x:.2f})")
-        png = self._page.screenshot(clip={"x": 0, "y": 0, "width": WIDTH, "height": HEIGHT})
+        png = self._page.screenshot(clip={"x": 0, "y": y0, "width": WIDTH, "height": HEIGHT - y0})
         image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-        boxes, texts, types = annotations(list_elements(self._page, (0, 0, WIDTH, HEIGHT), leaves_only=True))
+        region = (0, y0, WIDTH, HEIGHT - y0)
+        boxes, texts, types = annotations(list_elements(self._page, region, leaves_only=True))
         positions = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         return [Step(episode_id=episode_id, step_id=i, episode_length=2, goal=page.goal, image=image, action=action,
                      ui_positions=positions, ui_text=list(texts), ui_types=list(types), device_type="chromium",
@@ -252,21 +263,25 @@ def write_shard(renderer: PageRenderer, out: Path, first_seed: int, count: int) 
     return totals
 
 
-def _shard_job(job: tuple[str, int, int, str | None]) -> dict[str, int]:
+def _shard_job(job: tuple[str, int, int, str | None, str]) -> dict[str, int]:
     """One shard in a worker process, on that process's own browser (`autoui.envs.workers`)."""
-    out, first_seed, count, chromium_path = job
-    renderer = worker_resource("reading-renderer", lambda: PageRenderer(chromium_path), PageRenderer.close)
+    out, first_seed, count, chromium_path, view = job
+    renderer = worker_resource(f"reading-renderer-{view}", lambda: PageRenderer(chromium_path, view),
+                               PageRenderer.close)
     return write_shard(renderer, Path(out), first_seed, count)
 
 
 def collect_pages(out: str | Path, episodes: int, seed: int = 0, shard_size: int = 25, workers: int = 1,
-                  chromium_path: str | None = None, progress: bool = True) -> dict[str, int]:
+                  chromium_path: str | None = None, progress: bool = True, view: str = "task") -> dict[str, int]:
     """Render `episodes` reading pages (seeds seed ..) into AITW shards under OUT/reading/, one browser per worker."""
     if episodes < 1 or shard_size < 1 or workers < 1:
         raise ValueError(f"episodes, shard_size and workers must be >= 1, got {episodes}, {shard_size}, {workers}")
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     from tqdm import tqdm
 
-    jobs = [(str(out), s, min(shard_size, seed + episodes - s), chromium_path) for s in range(seed, seed + episodes, shard_size)]
+    jobs = [(str(out), s, min(shard_size, seed + episodes - s), chromium_path, view)
+            for s in range(seed, seed + episodes, shard_size)]
     totals = {"episodes": 0, "steps": 0, "skipped": 0, "shards_reused": 0}
     bar = tqdm(total=len(jobs), desc="reading pages", unit="shard", disable=not progress)
     try:

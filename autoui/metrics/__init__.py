@@ -19,10 +19,12 @@ from autoui.metrics.matching import (
     enlarge_boxes,
     match_actions,
     normalize_typed,
+    taps_in_target_box,
     texts_match,
 )
 
 __all__ = [
     "BOX_GROWTH", "METRICS", "TAP_DISTANCE", "Evaluator", "PredictionsError", "actions_match", "enlarge_boxes",
-    "evaluate", "format_table", "load_predictions", "match_actions", "normalize_typed", "texts_match",
+    "evaluate", "format_table", "load_predictions", "match_actions", "normalize_typed", "taps_in_target_box",
+    "texts_match",
 ]

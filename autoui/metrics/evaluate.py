@@ -1,5 +1,9 @@
 """Score predictions against AITW steps: action match, type accuracy, Auto-UI's text match, episode success.
 
+Beside the published four, `tap_in_box` (over the `box_taps` reference taps that lie in an
+annotation box) counts predicted taps inside the smallest such box, not enlarged: a stricter
+rate that the published rule's grown boxes can hide (autoui.metrics.matching).
+
     from autoui.metrics import evaluate, load_predictions
     metrics = evaluate(iter_steps("data/aitw"), load_predictions("preds.jsonl"))
 
@@ -19,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from autoui.actions import Action, ActionParseError, ParsedAction, parse_action
-from autoui.metrics.matching import match_actions, texts_match
+from autoui.metrics.matching import match_actions, taps_in_target_box, texts_match
 
 log = logging.getLogger("autoui.metrics")
 
@@ -77,6 +81,8 @@ class _Counts:
     text_match: int = 0
     missing: int = 0
     invalid: int = 0
+    box_taps: int = 0  # reference taps inside an annotation box
+    box_tap_hits: int = 0  # ... whose prediction tapped inside the smallest such box
     episodes: dict[Any, bool] = field(default_factory=dict)  # episode key -> all its steps matched so far
 
     def as_percent(self) -> dict[str, float]:
@@ -87,6 +93,8 @@ class _Counts:
             "type_accuracy": _pct(self.type_match, self.steps),
             "text_match": _pct(self.text_match, self.steps),
             "episode_success": _pct(sum(ep.values()), len(ep)),
+            "tap_in_box": _pct(self.box_tap_hits, self.box_taps),
+            "box_taps": self.box_taps,
         }
 
 
@@ -134,14 +142,18 @@ class Evaluator:
             return
         steps = [s for s, _ in self._pending]
         preds = [p for _, p in self._pending]
-        matched = match_actions(preds, [s.action for s in steps], [s.ui_positions for s in steps])  # [B]
-        for step, pred, ok in zip(steps, preds, matched.tolist()):
+        refs, boxes = [s.action for s in steps], [s.ui_positions for s in steps]
+        matched = match_actions(preds, refs, boxes)  # [B]
+        boxed, in_box = taps_in_target_box(preds, refs, boxes)  # [B], [B]
+        for step, pred, ok, b, h in zip(steps, preds, matched.tolist(), boxed.tolist(), in_box.tolist()):
             c = self.counts[step.dataset]
             c.steps += 1
             c.action_match += ok
             c.type_match += pred is not None and pred.action_type == step.action.action_type
             c.text_match += ok and texts_match(pred, step.action)
             c.episodes[step.episode_id] = c.episodes.get(step.episode_id, True) and ok
+            c.box_taps += b
+            c.box_tap_hits += h
         self._pending.clear()
 
     @property
@@ -160,9 +172,12 @@ class Evaluator:
         overall = {"steps": sum(s["steps"] for s in subsets.values())}
         for m in METRICS:
             overall[m] = round(float(np.mean([s[m] for s in scored])), 4) if scored else 0.0
+        boxed = [s["tap_in_box"] for s in scored if s["box_taps"]]
+        overall["tap_in_box"] = round(float(np.mean(boxed)), 4) if boxed else 0.0
+        overall["box_taps"] = sum(s["box_taps"] for s in subsets.values())
         pooled = _Counts()
         for name, c in self.counts.items():
-            for attr in ("steps", "action_match", "type_match", "text_match"):
+            for attr in ("steps", "action_match", "type_match", "text_match", "box_taps", "box_tap_hits"):
                 setattr(pooled, attr, getattr(pooled, attr) + getattr(c, attr))
             pooled.episodes.update({(name, k): v for k, v in c.episodes.items()})
         return {"subsets": subsets, "overall": overall, "micro": pooled.as_percent()}
@@ -183,13 +198,14 @@ def evaluate(steps: Iterable[Any], predictions: Mapping[Key, str | Action | Pars
 
 def format_table(result: Mapping[str, Any]) -> str:
     """A readable table of a metrics dict (as returned by `evaluate`)."""
-    head = f"{'subset':<14}{'steps':>8}{'action':>9}{'type':>8}{'text':>8}{'episode':>9}{'missing':>9}{'invalid':>9}"
+    head = (f"{'subset':<14}{'steps':>8}{'action':>9}{'type':>8}{'text':>8}{'episode':>9}{'in-box':>8}"
+            f"{'missing':>9}{'invalid':>9}")
     lines = [head, "-" * len(head)]
 
     def row(name: str, m: Mapping[str, Any]) -> str:
         extra = f"{m['missing']:>9}{m['invalid']:>9}" if "missing" in m else ""
         return (f"{name:<14}{m['steps']:>8}{m['action_match']:>9.2f}{m['type_accuracy']:>8.2f}"
-                f"{m['text_match']:>8.2f}{m['episode_success']:>9.2f}{extra}")
+                f"{m['text_match']:>8.2f}{m['episode_success']:>9.2f}{m.get('tap_in_box', 0.0):>8.2f}{extra}")
 
     for name, m in result["subsets"].items():
         lines.append(row(name, m))

@@ -11,6 +11,11 @@ Rules, for a predicted and a reference action on a screen with annotation boxes:
    goes to y, as argmax picks the first. Direction is not compared.
 The arithmetic follows the reference code's order (change = 1.4 * h; top = y - change / 2;
 height = h + change) so that values at the box edges land on the same side.
+
+`taps_in_target_box` is a stricter companion that is *not* part of the published metric: the
+predicted tap must land inside the smallest (not enlarged) box holding the reference tap. On
+screens of short words close together, enlarged boxes overlap the neighbours, so a tap on
+the wrong word often "matches"; the strict rate shows whether the model found the word.
 """
 from __future__ import annotations
 
@@ -101,6 +106,27 @@ def match_actions(preds: Sequence[Action | None], refs: Sequence[Action],
     swipes_match = both_swipe & (p_axis == r_axis)
 
     return np.where(both_dual, taps_match | swipes_match, p_code == r_code)
+
+
+def taps_in_target_box(preds: Sequence[Action | None], refs: Sequence[Action],
+                       ui_positions: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """([B] eligible, [B] hit): a reference tap inside at least one box is eligible; it is hit when
+    the prediction is a tap inside the smallest such box (raw box, edges included)."""
+    if not (len(preds) == len(refs) == len(ui_positions)):
+        raise ValueError(f"got {len(preds)} predictions, {len(refs)} references, {len(ui_positions)} box sets")
+    p_code, p_touch, _, p_tap = _arrays(preds)
+    r_code, r_touch, _, r_tap = _arrays(refs)
+    eligible = np.zeros(len(refs), dtype=bool)
+    hit = np.zeros(len(refs), dtype=bool)
+    for i in np.flatnonzero((r_code == _DUAL) & r_tap):
+        boxes = np.asarray(ui_positions[i], dtype=np.float64).reshape(-1, 4)
+        holds = np.flatnonzero(_in_boxes(np.repeat(r_touch[i:i + 1], len(boxes), axis=0), boxes))
+        if not holds.size:
+            continue
+        eligible[i] = True
+        target = boxes[holds[np.argmin(boxes[holds, 2] * boxes[holds, 3])]]
+        hit[i] = bool(p_code[i] == _DUAL and p_tap[i] and _in_boxes(p_touch[i:i + 1], target[None])[0])
+    return eligible, hit
 
 
 def actions_match(pred: Action | None, ref: Action, ui_positions: np.ndarray | None = None) -> bool:
