@@ -42,6 +42,12 @@ WINDOW = (500, 320)  # the package's own window sizes
 FLIGHT_WINDOW = (600, 800)
 DATA_MODES = ("train", "test", "default")
 
+
+def check_view(view: str) -> None:
+    """Raise ValueError unless `view` is one of VIEWS."""
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+
 START_JS = """([seed, mode, maxTime]) => {
   if (core.EP_TIMER !== null) core.endEpisode(0, false, 'reset');
   Math.seedrandom(String(seed));
@@ -109,8 +115,7 @@ class MiniWoBEnv(BrowserEnv):
     ):
         if data_mode not in DATA_MODES:
             raise ValueError(f"data_mode must be one of {DATA_MODES}, got {data_mode!r}")
-        if view not in VIEWS:
-            raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+        check_view(view)
         if max_steps is not None and max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
         if task is not None:

@@ -29,14 +29,13 @@ from typing import Any, Callable
 import numpy as np
 
 from autoui.actions import Action
+from autoui.envs.miniwob import BANNER_HEIGHT, check_view
 from autoui.envs.workers import job_results, worker_resource
 
 log = logging.getLogger("autoui.envs.reading_pages")
 
 DATASET = "reading"
 WIDTH, HEIGHT = 160, 210  # MiniWoB++'s screen, CSS px
-BANNER = 50  # CSS px of the yellow goal banner, as in MiniWoB++
-VIEWS = ("task", "area")  # the whole screen | the play area below the banner (autoui.envs.miniwob's views)
 LAYOUTS = ("links", "buttons", "squares", "options", "list")
 
 _LATIN = (
@@ -181,8 +180,7 @@ class PageRenderer:
     def __init__(self, chromium_path: str | None = None, view: str = "task"):
         from autoui.envs.chromium import acquire_playwright, launch
 
-        if view not in VIEWS:
-            raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+        check_view(view)
         self.view = view
         self._pw = acquire_playwright()
         try:
@@ -217,7 +215,7 @@ class PageRenderer:
 
         self._page.set_content(page.html)
         top, left, h, w = self._page.evaluate(_TARGET_BOX_JS)
-        y0 = BANNER if self.view == "area" else 0
+        y0 = BANNER_HEIGHT if self.view == "area" else 0
         y, x = (top + h / 2 - y0) / (HEIGHT - y0), (left + w / 2) / WIDTH
         if not (0 < y < 1 and 0 < x < 1) or h <= 0 or w <= 0:
             raise ReadingPageError(f"{episode_id}: the target rendered off screen at ({y:.2f}, {x:.2f})")
@@ -276,8 +274,7 @@ def collect_pages(out: str | Path, episodes: int, seed: int = 0, shard_size: int
     """Render `episodes` reading pages (seeds seed ..) into AITW shards under OUT/reading/, one browser per worker."""
     if episodes < 1 or shard_size < 1 or workers < 1:
         raise ValueError(f"episodes, shard_size and workers must be >= 1, got {episodes}, {shard_size}, {workers}")
-    if view not in VIEWS:
-        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    check_view(view)
     from tqdm import tqdm
 
     jobs = [(str(out), s, min(shard_size, seed + episodes - s), chromium_path, view)
