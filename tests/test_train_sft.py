@@ -153,6 +153,19 @@ def test_box_text_loss_and_reading_drills_are_trained_and_logged(data, tmp_path)
     assert set(AutoUIModel.from_pretrained(final).state_dict()) == set(trainer.raw.state_dict())
 
 
+def test_goal_word_loss_is_trained_and_logged(data, tmp_path):
+    cfg = TrainConfig(preset="tiny", data=(str(data["train"]),), out=str(tmp_path / "r"), steps=12,
+                      batch_size=8, warmup=2, lr=3e-3, shuffle_buffer=1, goal_word_weight=1.0,
+                      goal_word_layers=(0,), goal_word_head=1, augment_read=0.5)
+    trainer = Trainer(cfg)
+    final = trainer.train()
+    train = [r for r in _metrics(tmp_path / "r") if r["kind"] == "train"]
+    goal = [r["goal_word_loss"] for r in train]
+    assert all(g >= 0 for g in goal) and max(goal) > 0  # drills name the tapped text in quotes
+    assert all(r["loss"] >= r["goal_word_loss"] for r in train) and "ground_loss" not in train[0]
+    assert set(AutoUIModel.from_pretrained(final).state_dict()) == set(trainer.raw.state_dict())
+
+
 def test_frozen_vision_with_feature_cache(data, tmp_path):
     cfg = TrainConfig(preset="tiny", data=(str(data["val"]),), out=str(tmp_path / "r"), steps=4, batch_size=8,
                       warmup=1, freeze_vision=True, cache_vision_features=True,

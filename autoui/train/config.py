@@ -120,6 +120,12 @@ class TrainConfig:
         "decoder layers whose head 0 the grounding loss supervises, comma-separated", parse=_ints))
     grounding_readout: bool = field(default=False, metadata=_help(
         "the grounding loss also asks those heads' outputs to carry the target's row and column"))
+    goal_word_weight: float = field(default=0.0, metadata=_help(
+        "weight of the goal-word loss (where the goal names the tapped text, a head per --goal-word-layers "
+        "attends from those goal tokens to the text's box; 0: off)"))
+    goal_word_layers: tuple[int, ...] = field(default=(0,), metadata=_help(
+        "decoder layers whose head --goal-word-head the goal-word loss supervises, comma-separated", parse=_ints))
+    goal_word_head: int = field(default=1, metadata=_help("the attention head the goal-word loss supervises"))
     shuffle_buffer: int = field(default=2000, metadata=_help("samples held in the streaming shuffle buffer"))
     workers: int = field(default=0, metadata=_help("DataLoader workers decoding shards in parallel (per process)"))
     val_data: tuple[str, ...] = field(default=(), metadata=_help("validation data dirs, comma-separated", parse=_paths))
@@ -144,6 +150,7 @@ class TrainConfig:
         self.val_data = _paths(self.val_data)
         self.sample = parse_sample_spec(self.sample)
         self.grounding_layers = _ints(self.grounding_layers)
+        self.goal_word_layers = _ints(self.goal_word_layers)
         for name in ("steps", "batch_size", "grad_accum", "shuffle_buffer", "val_max_steps", "val_batch_size",
                      "log_every", "keep_checkpoints", "feature_cache_items"):
             value = getattr(self, name)
@@ -162,6 +169,8 @@ class TrainConfig:
         _check(0.0 <= self.augment_history <= 1.0, f"TrainConfig.augment_history must be in [0, 1], got {self.augment_history}")
         _check(self.grounding_weight >= 0, f"TrainConfig.grounding_weight must be >= 0, got {self.grounding_weight}")
         _check(not self.grounding_weight or bool(self.grounding_layers), "--grounding-layers is empty")
+        _check(self.goal_word_weight >= 0, f"TrainConfig.goal_word_weight must be >= 0, got {self.goal_word_weight}")
+        _check(not self.goal_word_weight or bool(self.goal_word_layers), "--goal-word-layers is empty")
         _check(self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr}")
         _check(0.0 <= self.min_lr_ratio <= 1.0, f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         _check(self.weight_decay >= 0 and self.max_grad_norm >= 0, "weight_decay and max_grad_norm must be >= 0")

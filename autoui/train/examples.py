@@ -15,6 +15,7 @@ from autoui.model.preprocess import ScreenPreprocessor
 from autoui.model.prompt import PromptError, PromptLimits, build_training_example, target_ids
 from autoui.train.augment import Augment
 from autoui.train.box_text import box_text_tensors
+from autoui.train.goal_words import goal_word_targets
 from autoui.train.grounding import coordinate_token_ids, query_mask, tap_image_token
 
 
@@ -34,6 +35,8 @@ class ExampleBuilder:
     """Also emit "box_pool" and "box_target" for up to this many boxes (`autoui.train.box_text`)."""
     box_text_split: str = "box"
     """Rows of the box-text loss: whole boxes or box columns (`autoui.train.box_text.SPLITS`)."""
+    goal_words: bool = False
+    """Also emit "goal_query", "goal_box" and "goal_patch" for `autoui.train.goal_words.GoalWordLoss`."""
 
     def __post_init__(self) -> None:
         self.preprocess = ScreenPreprocessor.from_config(self.config)
@@ -58,6 +61,11 @@ class ExampleBuilder:
             tap = sample.target.is_tap
             example["ground_patch"] = tap_image_token(sample.target.touch_yx, letterbox, self.config) if tap else -1
             example["ground_query"] = query_mask(labels, self.coordinate_ids) if tap else [0] * len(labels)
+        if self.goal_words:
+            example["goal_query"], example["goal_box"] = goal_word_targets(
+                sample, input_ids, labels, letterbox, self.config, self.tokenizer)
+            named = any(example["goal_query"])
+            example["goal_patch"] = tap_image_token(sample.target.touch_yx, letterbox, self.config) if named else -1
         if self.box_text:
             example["box_pool"], example["box_target"] = box_text_tensors(
                 sample, letterbox, self.config, self.tokenizer, self.box_text, self.box_text_split)
@@ -78,6 +86,11 @@ class BatchCollator:
             out["ground_patch"] = torch.tensor([ex["ground_patch"] for ex in batch])  # [B]
             out["ground_query"] = collate([{"input_ids": ex["ground_query"]} for ex in batch], pad_id=0,
                                           padding_side=self.padding_side)["input_ids"]  # [B, T]
+        if "goal_box" in batch[0]:
+            out["goal_patch"] = torch.tensor([ex["goal_patch"] for ex in batch])  # [B]
+            out["goal_box"] = torch.stack([ex["goal_box"] for ex in batch])  # [B, N_img]
+            out["goal_query"] = collate([{"input_ids": ex["goal_query"]} for ex in batch], pad_id=0,
+                                        padding_side=self.padding_side)["input_ids"]  # [B, T]
         if "box_pool" in batch[0]:
             out["box_pool"] = torch.stack([ex["box_pool"] for ex in batch])  # [B, K, N_img]
             out["box_target"] = torch.stack([ex["box_target"] for ex in batch])  # [B, K, V]

@@ -24,6 +24,7 @@ from autoui.train.box_text import BoxTextLoss, BoxTextSpec
 from autoui.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from autoui.train.config import TrainConfig, TrainConfigError
 from autoui.train.features import FeatureCache, cached_vision, tower_fingerprint
+from autoui.train.goal_words import GoalWordLoss
 from autoui.train.grounding import GroundingLoss, GroundingSpec
 from autoui.train.predict import batched, predict_texts
 from autoui.train.schedule import make_scheduler
@@ -67,6 +68,9 @@ class Trainer:
         self.grounding = (GroundingLoss(self.raw, GroundingSpec(cfg.grounding_weight, cfg.grounding_layers,
                                                                 readout=cfg.grounding_readout))
                           if cfg.grounding_weight > 0 else None)
+        self.goal_words = (GoalWordLoss(self.raw, GroundingSpec(cfg.goal_word_weight, cfg.goal_word_layers,
+                                                                cfg.goal_word_head, cfg.grounding_readout))
+                           if cfg.goal_word_weight > 0 else None)
         self.box_text = (BoxTextLoss(self.raw, BoxTextSpec(cfg.box_text_weight, cfg.box_text_boxes))
                          if cfg.box_text_weight > 0 else None)
         builder = make_builder(cfg, self.tokenizer, self.raw.config)
@@ -114,7 +118,8 @@ class Trainer:
 
     # ---- one step ----------------------------------------------------------------------
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """-> (the loss to minimise, each auxiliary term alone: {"ground_loss", "box_text_loss"} when on)."""
+        """-> (the loss to minimise, each auxiliary term alone: {"ground_loss", "goal_word_loss",
+        "box_text_loss"} when on)."""
         dev = self.acc.device
         args = (batch["pixel_values"].to(dev), batch["input_ids"].to(dev), batch["attention_mask"].to(dev),
                 batch["labels"].to(dev))
@@ -122,7 +127,8 @@ class Trainer:
         with ctx:
             _, loss = self.model(*args, return_logits=False)
         terms = {}
-        for name, aux in (("ground_loss", self.grounding), ("box_text_loss", self.box_text)):
+        for name, aux in (("ground_loss", self.grounding), ("goal_word_loss", self.goal_words),
+                          ("box_text_loss", self.box_text)):
             if aux is not None:
                 term = aux.loss(batch)
                 loss = loss + aux.spec.weight * term
@@ -226,7 +232,7 @@ class Trainer:
             dt = time.perf_counter() - t0
             rec = {"kind": "train", "step": self.step, "loss": out["loss"], "lr": out["lr"],
                    "samples_per_s": out["samples"] / dt, "tokens_per_s": out["tokens"] / dt, "step_time_s": dt}
-            rec.update({m: out[m] for m in ("ground_loss", "box_text_loss") if m in out})
+            rec.update({m: out[m] for m in ("ground_loss", "goal_word_loss", "box_text_loss") if m in out})
             if self.step % c.log_every == 0 or self.step == end:
                 self._log(rec)
             bar.update(1)

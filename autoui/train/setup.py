@@ -150,5 +150,5 @@ def make_builder(cfg: TrainConfig, tokenizer: ActionTokenizer, model_config: Any
     return ExampleBuilder(tokenizer, model_config, fmt=cfg.fmt, with_plan=cfg.with_plan, limits=prompt_limits(cfg),
                           augment=augment, grounding=cfg.grounding_weight > 0,
                           box_text=cfg.box_text_boxes if cfg.box_text_weight > 0 else 0,
-                          box_text_split=cfg.box_text_split)
+                          box_text_split=cfg.box_text_split, goal_words=cfg.goal_word_weight > 0)
 
