@@ -10,30 +10,16 @@ import torch
 
 from autoui.actions import Action
 from autoui.data.samples import Sample
-from autoui.model.config import load_preset
-from autoui.model.tokenizer import ActionTokenizer
-from autoui.model.vlm import AutoUIModel
 from autoui.train.box_text import box_patches
 from autoui.train.config import TrainConfig, TrainConfigError
 from autoui.train.examples import BatchCollator, ExampleBuilder
 from autoui.train.goal_words import GoalWordLoss, named_span, tapped_box
 from autoui.train.grounding import GroundingSpec, tap_image_token
-from tests.test_grounding import _full_head_logits
+from tests.test_grounding import _full_head_logits, check_empty_batch, model, tok, train_aux  # noqa: F401 (fixtures)
 
 # y, x, h, w: a page-sized container, the word "lorem" (tapped), the word "ipsum"
 BOXES = np.array([[0.0, 0.0, 1.0, 1.0], [0.30, 0.10, 0.10, 0.30], [0.70, 0.55, 0.10, 0.30]], dtype=np.float32)
 TEXTS = ["lorem ipsum dolor sit amet consectetur adipiscing elit sed", "lorem", "ipsum"]
-
-
-@pytest.fixture(scope="module")
-def tok() -> ActionTokenizer:
-    return ActionTokenizer.load()
-
-
-@pytest.fixture()
-def model(tok) -> AutoUIModel:
-    torch.manual_seed(0)
-    return AutoUIModel(load_preset("tiny").with_tokenizer(tok))
 
 
 def _sample(goal: str, target: Action, step: int = 0) -> Sample:
@@ -106,27 +92,14 @@ def test_loss_is_minus_log_attention_mass_on_the_box(tok, model):
 def test_loss_trains_the_head_to_look_at_the_box(tok, model):
     batch = _batch(tok, model)
     loss_fn = GoalWordLoss(model, GroundingSpec(weight=1.0, layers=(0,), head=1, readout=True))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(15):
-        model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"], return_logits=False)
-        loss = loss_fn.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_aux(model, batch, loss_fn, 15)
     assert losses[-1] < 0.5 * losses[0]
 
 
 def test_no_named_word_gives_zero_and_misuse_is_an_error(tok, model):
     builder = ExampleBuilder(tok, model.config, goal_words=True)
     batch = BatchCollator(pad_id=tok.pad_id)([builder(_sample("Go back.", Action.back()))])
-    loss_fn = GoalWordLoss(model, GroundingSpec(weight=1.0, layers=(0,)))
-    with pytest.raises(RuntimeError, match="forward"):
-        loss_fn.loss(batch)
-    model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"], return_logits=False)
-    loss = loss_fn.loss(batch)
-    assert loss.item() == 0.0 and loss.requires_grad
+    check_empty_batch(model, batch, GoalWordLoss(model, GroundingSpec(weight=1.0, layers=(0,))))
 
 
 def test_train_config_fields():

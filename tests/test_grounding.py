@@ -72,6 +72,29 @@ def test_builder_emits_targets_only_for_taps(tok, model):
     assert batch["ground_query"].shape == batch["input_ids"].shape
 
 
+def train_aux(model, batch, aux, steps: int, lr: float = 1e-2) -> list[float]:
+    """Adam on an auxiliary loss alone for `steps` steps on one batch -> the losses."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"], return_logits=False)
+        loss = aux.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def check_empty_batch(model, batch, aux) -> None:
+    """Before the forward: an error naming it; after it, on a batch with nothing to score: 0 with a graph."""
+    with pytest.raises(RuntimeError, match="forward"):
+        aux.loss(batch)
+    model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"], return_logits=False)
+    loss = aux.loss(batch)
+    assert loss.item() == 0.0 and loss.requires_grad
+
+
 def _full_head_logits(model, x, cos, sin, head):
     """The chosen head's attention logits over every key, computed the way the decoder does."""
     attn = model.decoder.layers[1].self_attn
@@ -106,27 +129,14 @@ def test_loss_trains_the_head_to_point(tok, model):
     builder = ExampleBuilder(tok, model.config, grounding=True)
     batch = BatchCollator(pad_id=tok.pad_id)([builder(_sample(Action.tap(0.1 + 0.25 * i, 0.6), i)) for i in range(4)])
     ground = GroundingLoss(model, GroundingSpec(weight=1.0, layers=(0, 1)))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(15):
-        model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"], return_logits=False)
-        loss = ground.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_aux(model, batch, ground, 15)
     assert losses[0] > 2.0 and losses[-1] < 0.5 * losses[0]
 
 
 def test_a_batch_without_taps_gives_zero_and_misuse_is_an_error(tok, model):
     builder = ExampleBuilder(tok, model.config, grounding=True)
     batch = BatchCollator(pad_id=tok.pad_id)([builder(_sample(Action.back(), 0))])
-    ground = GroundingLoss(model, GroundingSpec(weight=1.0, layers=(1,)))
-    with pytest.raises(RuntimeError, match="forward"):
-        ground.loss(batch)
-    model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"], return_logits=False)
-    loss = ground.loss(batch)
-    assert loss.item() == 0.0 and loss.requires_grad
+    check_empty_batch(model, batch, GroundingLoss(model, GroundingSpec(weight=1.0, layers=(1,))))
     with pytest.raises(ValueError, match="layers must be in 0..1"):
         GroundingLoss(model, GroundingSpec(weight=1.0, layers=(2,)))
 

@@ -20,6 +20,7 @@ from autoui.model.vlm import AutoUIModel
 from autoui.train.examples import BatchCollator, ExampleBuilder
 from autoui.train.goal_words import GoalWordLoss, named_span, token_positions
 from autoui.train.grounding import GroundingSpec
+from tests.test_grounding import train_aux
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train" / "probe_goal_words.py"
 BOXES = np.array([[0.0, 0.0, 0.2, 1.0], [0.3, 0.2, 0.1, 0.2], [0.6, 0.5, 0.1, 0.2]], np.float32)
@@ -69,13 +70,7 @@ def test_probe_sees_what_the_loss_trained(tmp_path):
     before = script.probe(model, tok, samples, [(0, 1)])["L0h1"]["mass_on_box"]
     batch = BatchCollator(pad_id=tok.pad_id)([ExampleBuilder(tok, model.config, goal_words=True)(s) for s in samples])
     loss_fn = GoalWordLoss(model, GroundingSpec(1.0, (0,), 1))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(10):
-        model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"], return_logits=False)
-        loss = loss_fn.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_aux(model, batch, loss_fn, 10)
     loss_fn.close()
     model.eval()
     assert script.probe(model, tok, samples, [(0, 1)])["L0h1"]["mass_on_box"] > before + 0.2
