@@ -120,13 +120,19 @@ def taps_in_target_box(preds: Sequence[Action | None], refs: Sequence[Action],
     hit = np.zeros(len(refs), dtype=bool)
     for i in np.flatnonzero((r_code == _DUAL) & r_tap):
         boxes = np.asarray(ui_positions[i], dtype=np.float64).reshape(-1, 4)
-        holds = np.flatnonzero(_in_boxes(np.repeat(r_touch[i:i + 1], len(boxes), axis=0), boxes))
-        if not holds.size:
+        j = smallest_box_holding(r_touch[i], boxes)
+        if j is None:
             continue
         eligible[i] = True
-        target = boxes[holds[np.argmin(boxes[holds, 2] * boxes[holds, 3])]]
-        hit[i] = bool(p_code[i] == _DUAL and p_tap[i] and _in_boxes(p_touch[i:i + 1], target[None])[0])
+        hit[i] = bool(p_code[i] == _DUAL and p_tap[i] and _in_boxes(p_touch[i:i + 1], boxes[j:j + 1])[0])
     return eligible, hit
+
+
+def smallest_box_holding(yx: Sequence[float] | np.ndarray, boxes: np.ndarray) -> int | None:
+    """Index of the smallest (by area) of the raw [N, 4] boxes holding point `yx` (edges included), or None."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    holds = np.flatnonzero(_in_boxes(np.repeat(np.asarray(yx, dtype=np.float64)[None], len(boxes), axis=0), boxes))
+    return int(holds[np.argmin(boxes[holds, 2] * boxes[holds, 3])]) if holds.size else None
 
 
 def actions_match(pred: Action | None, ref: Action, ui_positions: np.ndarray | None = None) -> bool:

@@ -64,19 +64,28 @@ def box_patches(box: Any, letterbox: Any, config: Any) -> list[int]:
     return _tokens(grid[0], grid[1], config) if grid else []
 
 
+def char_spans(ids: list[int], text: str, tokenizer: Any) -> list[tuple[int, int]]:
+    """Characters [a, b) of `text` that each of its token `ids` holds; [] when the tokens, decoded
+    one by one, do not spell `text` back."""
+    pieces = [tokenizer.decode([i]) for i in ids]
+    if "".join(pieces) != text:
+        return []
+    out, at = [], 0
+    for piece in pieces:
+        out.append((at, at + len(piece)))
+        at += len(piece)
+    return out
+
+
 def column_targets(text: str, ids: list[int], cols: range, x_range: tuple[float, float], side: int,
                    tokenizer: Any) -> list[tuple[int, dict[int, float]]]:
     """(column, {token id: weight summing to 1}) for each patch column the text's tokens reach.
 
     Token j holds characters [a, b) of `text`; it is placed at x0 + (x1 - x0) * [a, b) / len(text)
     and weighs, in a column, its overlap with it. [] when the tokens do not spell `text`."""
-    pieces = [tokenizer.decode([i]) for i in ids]
-    if "".join(pieces) != text:
-        return []
-    (x0, x1), n, at, spans = x_range, len(text), 0, []
-    for i, piece in zip(ids, pieces):
-        spans.append((i, x0 + (x1 - x0) * at / n, x0 + (x1 - x0) * (at + len(piece)) / n))
-        at += len(piece)
+    (x0, x1), n = x_range, len(text)
+    spans = [(i, x0 + (x1 - x0) * a / n, x0 + (x1 - x0) * b / n)
+             for i, (a, b) in zip(ids, char_spans(ids, text, tokenizer))]
     out = []
     for c in cols:
         weights: dict[int, float] = {}

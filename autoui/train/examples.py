@@ -62,10 +62,7 @@ class ExampleBuilder:
             example["ground_patch"] = tap_image_token(sample.target.touch_yx, letterbox, self.config) if tap else -1
             example["ground_query"] = query_mask(labels, self.coordinate_ids) if tap else [0] * len(labels)
         if self.goal_words:
-            example["goal_query"], example["goal_box"] = goal_word_targets(
-                sample, input_ids, labels, letterbox, self.config, self.tokenizer)
-            named = any(example["goal_query"])
-            example["goal_patch"] = tap_image_token(sample.target.touch_yx, letterbox, self.config) if named else -1
+            example.update(goal_word_targets(sample, input_ids, labels, letterbox, self.config, self.tokenizer))
         if self.box_text:
             example["box_pool"], example["box_target"] = box_text_tensors(
                 sample, letterbox, self.config, self.tokenizer, self.box_text, self.box_text_split)

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from autoui.data.samples import normalize_space
+from autoui.metrics.matching import smallest_box_holding
 from autoui.model.prompt import ANSWER_MARKER, IGNORE_INDEX
-from autoui.train.box_text import box_patches
-from autoui.train.grounding import GroundingLoss
+from autoui.train.box_text import box_patches, char_spans
+from autoui.train.grounding import GroundingLoss, tap_image_token
 from autoui.train.reading import short_text
 
 
@@ -37,11 +38,7 @@ def tapped_box(sample: Any) -> int | None:
     """Index of the smallest annotation box holding the sample's tap (edges included), or None."""
     if not sample.target.is_tap:
         return None
-    boxes = np.asarray(getattr(sample, "ui_positions", ()), dtype=np.float64).reshape(-1, 4)
-    y, x = sample.target.touch_yx
-    holds = np.flatnonzero((y >= boxes[:, 0]) & (y <= boxes[:, 0] + boxes[:, 2])
-                           & (x >= boxes[:, 1]) & (x <= boxes[:, 1] + boxes[:, 3]))
-    return int(holds[np.argmin(boxes[holds, 2] * boxes[holds, 3])]) if holds.size else None
+    return smallest_box_holding(sample.target.touch_yx, getattr(sample, "ui_positions", np.zeros((0, 4))))
 
 
 def named_span(goal: str, text: str) -> tuple[int, int] | None:
@@ -61,42 +58,34 @@ def named_span(goal: str, text: str) -> tuple[int, int] | None:
 def token_positions(ids: Sequence[int], text: str, span: tuple[int, int], tokenizer: Any) -> list[int]:
     """Indices into `ids` (the tokens of `text`) whose characters overlap `span`; [] when the
     tokens do not spell `text` back piece by piece."""
-    pieces = [tokenizer.decode([i]) for i in ids]
-    if "".join(pieces) != text:
-        return []
-    out, at = [], 0
-    for j, piece in enumerate(pieces):
-        if at < span[1] and at + len(piece) > span[0]:
-            out.append(j)
-        at += len(piece)
-    return out
+    return [j for j, (a, b) in enumerate(char_spans(list(ids), text, tokenizer)) if a < span[1] and b > span[0]]
 
 
 def goal_word_targets(sample: Any, input_ids: Sequence[int], labels: Sequence[int], letterbox: Any,
-                      config: Any, tokenizer: Any) -> tuple[list[int], torch.Tensor]:
-    """("goal_query" [T]: 1 at the goal tokens naming the tapped text, "goal_box" [N_img]: 1 on the
-    box's patches); all zeros when the step is no tap, its box has no text the goal names, or the
-    goal was cut to fit the prompt."""
-    query, box = [0] * len(input_ids), torch.zeros(config.num_image_tokens)
+                      config: Any, tokenizer: Any) -> dict[str, Any]:
+    """{"goal_query" [T]: 1 at the goal tokens naming the tapped text, "goal_box" [N_img]: 1 on the
+    box's patches, "goal_patch": the tapped patch}; zeros and -1 when the step is no tap, its box
+    has no text the goal names, or the goal was cut to fit the prompt."""
+    none = {"goal_query": [0] * len(input_ids), "goal_box": torch.zeros(config.num_image_tokens), "goal_patch": -1}
     i = tapped_box(sample)
     if i is None or i >= len(getattr(sample, "ui_text", ())):
-        return query, box
+        return none
     goal = " " + normalize_space(sample.goal)  # exactly how `autoui.model.prompt.text_ids` encodes it
     span = named_span(goal, normalize_space(sample.ui_text[i]))
     patches = box_patches(sample.ui_positions[i], letterbox, config) if span else []
     if not patches:
-        return query, box
+        return none
     goal_ids = tokenizer.encode(goal)
     end = sum(1 for v in labels if v == IGNORE_INDEX) - len(tokenizer.encode(ANSWER_MARKER))
     start = end - len(goal_ids)
-    if start < 0 or list(input_ids[start:end]) != goal_ids:
-        return query, box
     positions = token_positions(goal_ids, goal, span, tokenizer)
+    if start < 0 or list(input_ids[start:end]) != goal_ids or not positions:
+        return none
+    out = dict(none, goal_patch=tap_image_token(sample.target.touch_yx, letterbox, config))
     for j in positions:
-        query[start + j] = 1
-    if positions:
-        box[patches] = 1.0
-    return query, box
+        out["goal_query"][start + j] = 1
+    out["goal_box"][patches] = 1.0
+    return out
 
 
 class GoalWordLoss(GroundingLoss):
