@@ -68,8 +68,8 @@ def test_unavailable_backends_are_refused():
     if not torch.cuda.is_available():
         with pytest.raises(CacheConfigError, match="flash"):
             make_cache(CacheConfig(attention="flash", n_layers=1))
-    with pytest.raises(CacheConfigError, match="int8/int4"):
-        select_backend(CacheConfig(kind="plain", attention="triton", n_layers=1))
+    with pytest.raises(CacheConfigError, match="plain/int8/int4"):
+        select_backend(CacheConfig(kind="fp8", attention="triton", n_layers=1))
 
 
 _TRITON_SCRIPT = textwrap.dedent("""
@@ -80,7 +80,8 @@ _TRITON_SCRIPT = textwrap.dedent("""
     torch.manual_seed(0)
     worst = 0.0
     # (kind, (q heads, kv heads, head_dim, key group, value group)); a group may span both packed halves
-    for kind, (hq, hkv, d, gs, gv) in [("int8", (4, 2, 64, 32, 32)), ("int4", (6, 2, 64, 16, 16)),
+    for kind, (hq, hkv, d, gs, gv) in [("plain", (8, 2, 64, 32, 32)), ("int8", (4, 2, 64, 32, 32)),
+                                       ("int4", (6, 2, 64, 16, 16)),
                                        ("int4", (2, 2, 32, 16, 32)), ("int4", (4, 2, 64, 32, 64)),
                                        ("int4", (4, 2, 64, 64, 16)), ("int4", (2, 2, 128, 32, 64))]:
         cache = make_cache(CacheConfig(kind=kind, n_layers=1, n_kv_heads=hkv, head_dim=d, max_batch=4,
@@ -94,12 +95,12 @@ _TRITON_SCRIPT = textwrap.dedent("""
         q, k, v = torch.randn(3, hq, 1, d), torch.randn(3, hkv, 1, d), torch.randn(3, hkv, 1, d)
         view = cache.view(order)
         fused = view.attend(0, q, k, v)  # the cache path: writes, then the kernel
-        assert view.fused and view.fused.name == "triton-quant-decode"
+        assert view.fused and view.fused.name == "triton-decode"
         kd, vd = cache._gather(0, view.selection, view.max_len, torch.float32)
         ref = reference_attention(q, kd, vd, *view.mask(1))
         worst = max(worst, (fused - ref).abs().max().item())
-        int4 = kind == "int4"
-        parts = (cache.k[0], cache.v[0], cache.k_scale[0], cache.v_scale[0],
+        int4, plain = kind == "int4", kind == "plain"
+        parts = (cache.k[0], cache.v[0], None if plain else cache.k_scale[0], None if plain else cache.v_scale[0],
                  cache.k_offset[0] if int4 else None, cache.v_offset[0] if int4 else None)
         split = triton_decode_attention(q[:, :, 0], parts, view.slot_index, view.k_len, gs, int4, view.max_len,
                                         splits=4, value_group_size=gv)
@@ -110,7 +111,7 @@ _TRITON_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
 def test_triton_decode_kernel_in_interpreter_matches_reference():
-    """The fused int8/int4 kernel, run by Triton's CPU interpreter, equals dequantize + reference."""
+    """The fused plain/int8/int4 kernel, run by Triton's CPU interpreter, equals dequantize + reference."""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.getcwd())
     proc = subprocess.run([sys.executable, "-c", _TRITON_SCRIPT], env=env, capture_output=True, text=True,
                           timeout=300)
@@ -124,7 +125,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("kind", ["int8", "int4"])
+@pytest.mark.parametrize("kind", ["plain", "int8", "int4"])
 def test_triton_decode_on_gpu(kind):
     if not HAVE_TRITON:
         pytest.skip("triton is not installed")
@@ -138,7 +139,7 @@ def test_triton_decode_on_gpu(kind):
     q, k, v = (torch.randn(8, h, 1, 128, device="cuda", dtype=torch.float16) for h in (8, 2, 2))
     view = cache.view(slots)
     out = view.attend(0, q, k, v)
-    assert view.fused and view.fused.name == "triton-quant-decode"
+    assert view.fused and view.fused.name == "triton-decode"
     kd, vd = cache._gather(0, view.selection, view.max_len, torch.float32)
     ref = reference_attention(q.float(), kd, vd, *view.mask(1))
     assert torch.allclose(out.float(), ref, atol=2e-3)

@@ -5,7 +5,9 @@ demonstration steps: prompt ids + screenshots), same greedy decoding, same
 `max_new_tokens`, same torch threads. An agent step is timed from the raw screenshot:
 preprocess + prompt ids + prefill + decode of one action.
 
-Methods: `runtime` (plain cache, constrained: the serving default), `runtime-unconstrained`
+Methods: `runtime` (plain cache, constrained: the serving default), on CUDA also
+`runtime-graphs` / `runtime-int8-graphs` / `runtime-int4-graphs` (decode steps replayed as CUDA
+graphs, `EngineConfig.decode="graphs"`), `runtime-unconstrained`
 (plain cache, free text: the apples-to-apples peer of HF), `runtime-int8|int4|fp8`
 (constrained), `hf-dynamic` (DynamicCache), `hf-quanto-int4` and `hf-fp8` (HF's
 QuantizedCache; skipped with the reason in the JSON when they cannot run).
@@ -178,7 +180,7 @@ Generate = Callable[[list[tuple[list[int], torch.Tensor]], int], list[list[int]]
 
 
 def runtime_method(model: Any, kind: str, constraint: Any, max_batch: int, max_seq_len: int,
-                   prefill_dtype: str = "auto") -> Generate:
+                   prefill_dtype: str = "auto", decode: str = "auto") -> Generate:
     """A generate function over a fresh `Engine` with a `kind` cache (built on first use)."""
     from autoui.runtime.engine import Engine, EngineConfig, Request
 
@@ -187,7 +189,7 @@ def runtime_method(model: Any, kind: str, constraint: Any, max_batch: int, max_s
     def generate(prompts: list[tuple[list[int], torch.Tensor]], max_new: int) -> list[list[int]]:
         if "engine" not in holder:
             holder["engine"] = Engine(model, EngineConfig(max_batch=max_batch, max_seq_len=max_seq_len,
-                                                          cache_kind=kind, prefill_dtype=prefill_dtype),
+                                                          cache_kind=kind, prefill_dtype=prefill_dtype, decode=decode),
                                      constraint=constraint)
         return holder["engine"].generate([Request(ids, px, max_new_tokens=max_new) for ids, px in prompts])
 
@@ -213,6 +215,11 @@ def build_methods(cfg: BenchConfig, model: Any, tokenizer: Any, max_seq_len: int
     if auto_prefill_dtype(model) != "same":  # e.g. a bf16 prefill on AMX CPUs: show the plain-dtype peer too
         name = f"runtime-{str(model.dtype).removeprefix('torch.')}-prefill"
         methods[name] = runtime_method(model, "plain", constraint, mb, max_seq_len, prefill_dtype="same")
+    if model.device.type == "cuda":  # opt-in until measured: one-token decode steps replayed as CUDA graphs
+        methods["runtime-graphs"] = runtime_method(model, "plain", constraint, mb, max_seq_len, decode="graphs")
+        for kind in ("int8", "int4"):
+            methods[f"runtime-{kind}-graphs"] = runtime_method(model, kind, constraint, mb, max_seq_len,
+                                                               decode="graphs")
     skipped: dict[str, str] = {}
     if cfg.hf:
         # the peer as users run it: the exported fp32 checkpoint; and in the runtime's dtype when that differs

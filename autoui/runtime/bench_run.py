@@ -190,7 +190,8 @@ def _measure(cfg: BenchConfig, model: Any, tok: Any, samples: list, prompts: lis
     plain = quality.get("runtime", {}).get("action_match")
     res["action_match_delta"] = {k: round(quality[f"runtime-{k}"]["action_match"] - plain, 2)
                                  for k in RUNTIME_KINDS[1:] if f"runtime-{k}" in quality and plain is not None}
-    for name in [n for n in quality if n.endswith("-prefill") and plain is not None]:  # the serving prefill vs this
+    # the serving prefill and the CUDA-graph decode vs the plain default
+    for name in [n for n in quality if n.endswith(("-prefill", "-graphs")) and plain is not None]:
         res["action_match_delta"][name.removeprefix("runtime-")] = round(quality[name]["action_match"] - plain, 2)
     res.update(_speedups(latency, steps, cfg.batches))
     if "hf-dynamic" in outs_b1:

@@ -8,8 +8,11 @@ at once. Decoding is greedy, optionally under an `ActionConstraint` (valid actio
 under a constraint, tokens the grammar forces are appended without logits and fed to the
 model in one multi-token forward at the next step (a forced EOS costs no forward at all).
 
-Not here: sampling, CUDA graphs / static-shape decode buckets (no GPU was available to
-measure whether they pay), prefix caching. On CPU the decode step is plain eager.
+One-token decode steps can run at static shapes (`autoui.runtime.graphs`), captured on CUDA
+once per (batch size, key bucket) as CUDA graphs and replayed: `EngineConfig(decode="graphs")`.
+That path has not run on a GPU yet (none was lent when it was written; `train/gpu_check.sh`
+checks and measures it), so "auto" still means eager everywhere. Not here: sampling, prefix
+caching.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ class EngineConfig:
     attention: str = "auto"
     max_new_tokens: int = 32
     prefill_dtype: str = "auto"  # "auto" | "same" | a torch dtype name: see `prefill_model`
+    decode: str = "auto"  # "auto" | "eager" | "static" | "graphs": see `autoui.runtime.graphs`
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_seq_len", "max_new_tokens"):
@@ -50,9 +54,27 @@ class EngineConfig:
             raise EngineError(f"EngineConfig.cache_kind must be one of {CACHE_KINDS}, got {self.cache_kind!r}")
         if self.prefill_dtype not in PREFILL_DTYPES:
             raise EngineError(f"EngineConfig.prefill_dtype must be one of {PREFILL_DTYPES}, got {self.prefill_dtype!r}")
+        if self.decode not in DECODE_MODES:
+            raise EngineError(f"EngineConfig.decode must be one of {DECODE_MODES}, got {self.decode!r}")
 
 
 PREFILL_DTYPES = ("auto", "same", "float32", "bfloat16", "float16")
+DECODE_MODES = ("auto", "eager", "static", "graphs")
+
+
+def decode_graphs(model, cache, mode: str):
+    """The static decode runner for `mode`, or None (eager decoding).
+
+    "auto" is eager until the CUDA-graph path has been measured on a GPU (see the module
+    docstring); "graphs" captures CUDA graphs (CUDA only); "static" runs the same static
+    step without capturing (any device: the CPU tests of the graph path use it)."""
+    from autoui.runtime.graphs import DecodeGraphs
+
+    if mode == "graphs" and model.device.type != "cuda":
+        raise EngineError("EngineConfig.decode='graphs' needs a model on a CUDA device ('static' runs anywhere)")
+    if mode in ("eager", "auto"):
+        return None
+    return DecodeGraphs(model, cache, capture=mode == "graphs")
 
 
 def _cpu_probe(name: str) -> bool:
@@ -131,6 +153,7 @@ class Engine:
         self.prefiller = prefill_model(self.model, c.prefill_dtype)
         self.cache = make_cache(cache_config(model.config.decoder, c.cache_kind, model.dtype, model.device,
                                              c.max_batch, c.max_seq_len, c.attention))
+        self.graphs = decode_graphs(self.model, self.cache, c.decode)
         self.eos_id, self.pad_id = model.config.eos_token_id, model.config.pad_token_id
         if constraint is not None and constraint.eos_id != self.eos_id:
             raise EngineError(f"the constraint's eos id {constraint.eos_id} differs from the model's {self.eos_id}")
@@ -218,6 +241,13 @@ class Engine:
         """Feed each request its unseen tokens (one, or a run of grammar-forced ones) and choose the next."""
         dev = self.model.device
         lens = [len(r.tokens) - r.fed for r in reqs]
+        if max(lens) == 1 and self.graphs is not None:  # static shapes (a CUDA graph replay on CUDA)
+            logits = self.graphs([r.slot for r in reqs], [r.tokens[-1] for r in reqs])
+            if logits is not None:
+                for r in reqs:
+                    r.fed = len(r.tokens)
+                self._choose(reqs, logits.float())
+                return
         if max(lens) == 1:  # the usual step: one token each, no padding
             ids = torch.tensor([[r.tokens[-1]] for r in reqs])  # [B, 1]
         else:

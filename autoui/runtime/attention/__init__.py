@@ -4,7 +4,7 @@ Two kinds of backend:
 - dense: attention over keys/values already restored to the model's dtype, laid out
   [B, L, Hkv, D]; `reference` (explicit float32 math) and `sdpa` (PyTorch's fused SDPA).
 - fused: reads the cache buffers itself for the steps it supports: `flash-attn`
-  (plain cache, CUDA) and `triton-quant-decode` (int8/int4 caches, decode steps, CUDA).
+  (plain cache, CUDA) and `triton-decode` (plain/int8/int4 caches, decode steps, CUDA).
 A step a fused backend does not support goes through the dense one. `select_backend`
 picks once per cache and logs one line on the "autoui.runtime" logger.
 """
@@ -18,7 +18,7 @@ import torch
 from autoui.runtime.attention.flash import FlashKVCacheAttention, flash_available
 from autoui.runtime.attention.reference import reference_attention
 from autoui.runtime.attention.sdpa import sdpa_attention
-from autoui.runtime.attention.triton_decode import TritonQuantDecodeAttention, triton_available
+from autoui.runtime.attention.triton_decode import TRITON_KINDS, TritonDecodeAttention, triton_available
 from autoui.runtime.cache.config import CacheConfig, CacheConfigError
 
 log = logging.getLogger("autoui.runtime")
@@ -65,15 +65,18 @@ def select_backend(config: CacheConfig) -> AttentionBackend:
     if choice == "flash" and not flash_available():
         raise CacheConfigError("attention='flash' needs the flash-attn package and a CUDA device")
     if choice == "triton":
-        if config.kind not in ("int8", "int4"):
-            raise CacheConfigError(f"attention='triton' serves the int8/int4 caches, not kind={config.kind!r}")
+        if config.kind not in TRITON_KINDS:
+            raise CacheConfigError(f"attention='triton' serves the {'/'.join(TRITON_KINDS)} caches, "
+                                   f"not kind={config.kind!r}")
         if not triton_available(device):
             raise CacheConfigError("attention='triton' needs triton and a CUDA device (or TRITON_INTERPRET=1 on CPU)")
     if choice in ("auto", "flash") and config.kind == "plain" and device.type == "cuda" and flash_available():
         fused.append(FlashKVCacheAttention())
-    auto_triton = choice == "auto" and config.kind in ("int8", "int4") and device.type == "cuda"
+    # on CUDA the kernel reads each sequence's slot in place up to its own length: no gather,
+    # no mask; for the plain cache "auto" uses it in static (CUDA-graph) decode steps only
+    auto_triton = choice == "auto" and config.kind in TRITON_KINDS and device.type == "cuda"
     if choice == "triton" or (auto_triton and triton_available(device)):
-        fused.append(TritonQuantDecodeAttention())
+        fused.append(TritonDecodeAttention(forced=choice == "triton"))
     backend = AttentionBackend(_dense_for(config), fused)
     log.info("attention backend for the %s cache on %s: %s", config.kind, device, backend.describe())
     return backend

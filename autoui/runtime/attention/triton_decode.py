@@ -1,6 +1,8 @@
-"""A fused decode-attention kernel in Triton for the int8 and int4 caches.
+"""A fused decode-attention kernel in Triton for the plain, int8 and int4 caches.
 
-One new token per sequence (decode). Grid: (sequence, kv head, split). Each program
+One new token per sequence (decode). It reads the cache buffers in place through each
+sequence's slot index and up to its own length, so it needs no gather and no mask: the
+attention of a static-shape decode step (a CUDA graph) costs the sequences' true lengths. Grid: (sequence, kv head, split). Each program
 takes the query heads that share one kv head (GQA), walks its split of the sequence in
 tiles of BLOCK_N tokens, loads the quantized K/V tile, dequantizes it in registers and
 keeps an online softmax (running max m, sum l, unnormalized output). The splits'
@@ -45,7 +47,8 @@ def triton_decode_attention(q: torch.Tensor, parts: tuple, slots: torch.Tensor, 
     """q [B, Hq, D] over one layer's quantized buffers -> [B, Hq, D] in q's dtype.
 
     parts: (k, v, k_scale, v_scale, k_offset, v_offset) of one layer, laid out
-    [slot, token, kv_head, ...]; offsets are None for int8. `lens` [B] counts the keys of
+    [slot, token, kv_head, ...]; offsets are None for int8, scales and offsets None for a
+    plain cache (values as stored, any float dtype). `lens` [B] counts the keys of
     each sequence (the new token included), `slots` [B] where each sequence lives. int4 keys
     come in groups of `group_size`, values of `value_group_size` (default: the same).
     """
@@ -60,7 +63,10 @@ def triton_decode_attention(q: torch.Tensor, parts: tuple, slots: torch.Tensor, 
     mid_m = torch.empty(B, Hq, splits, dtype=torch.float32, device=q.device)
     mid_l = torch.empty_like(mid_m)
     q = q.contiguous()
-    ko = ks if ko is None else ko  # unused by the int8 path, but the kernel needs a pointer
+    mode = 0 if ks is None else 2 if int4 else 1
+    if ks is None:  # plain: no scales; the kernel never reads them, but needs pointers and strides
+        ks = vs = k[:, :, :, 0]
+    ko = ks if ko is None else ko  # unused by the int8 path
     vo = vs if vo is None else vo
     import triton
 
@@ -71,25 +77,36 @@ def triton_decode_attention(q: torch.Tensor, parts: tuple, slots: torch.Tensor, 
         1.0 / math.sqrt(D),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), ks.stride(0), ks.stride(1), ks.stride(2),
         vs.stride(0), vs.stride(1), vs.stride(2), mid_m.stride(0), mid_m.stride(1), mid_m.stride(2),
-        G=G, HALF=D // 2, GS=group_size, GS_V=value_group_size or group_size, INT4=int4, BLOCK_G=max(16, triton.next_power_of_2(G)),
+        G=G, HALF=D // 2, GS=group_size, GS_V=value_group_size or group_size, MODE=mode, BLOCK_G=max(16, triton.next_power_of_2(G)),
         BLOCK_N=block_n, CHUNK=chunk,
     )
     return _merge_splits(mid_o, mid_m, mid_l).to(q.dtype)
 
 
-class TritonQuantDecodeAttention:
-    """The kernel as a fused backend of the int8/int4 caches (decode steps only)."""
+TRITON_KINDS = ("plain", "int8", "int4")
 
-    name = "triton-quant-decode"
+
+class TritonDecodeAttention:
+    """The kernel as a fused backend of the int8/int4 caches (decode steps), and of the plain
+    cache in static decode steps (`autoui.runtime.graphs`; elsewhere SDPA reads the plain cache
+    as a view), or always when `attention="triton"` is asked for."""
+
+    name = "triton-decode"
+
+    def __init__(self, forced: bool = False):
+        self.forced = forced
 
     def supports(self, cache, view, T: int) -> bool:
         d = cache.config.head_dim
-        return (cache.kind in ("int8", "int4") and T == 1 and d >= 32 and d & (d - 1) == 0
-                and triton_available(cache.config.device))
+        plain_ok = self.forced or getattr(view, "static", False)
+        return (cache.kind in TRITON_KINDS and (cache.kind != "plain" or plain_ok) and T == 1 and d >= 32
+                and d & (d - 1) == 0 and triton_available(cache.config.device))
 
     def __call__(self, cache, layer: int, q: torch.Tensor, view) -> torch.Tensor:
         int4 = cache.kind == "int4"
-        parts = (cache.k[layer], cache.v[layer], cache.k_scale[layer], cache.v_scale[layer],
+        plain = cache.kind == "plain"
+        parts = (cache.k[layer], cache.v[layer], None if plain else cache.k_scale[layer],
+                 None if plain else cache.v_scale[layer],
                  cache.k_offset[layer] if int4 else None, cache.v_offset[layer] if int4 else None)
         out = triton_decode_attention(q[:, :, 0], parts, view.slot_index, view.k_len, cache.config.group_size,
                                       int4, view.max_len, value_group_size=cache.config.value_group_size)

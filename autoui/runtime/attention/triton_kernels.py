@@ -11,10 +11,15 @@ import triton.language as tl
 
 @triton.jit
 def load_half_pair(data, scale, offset, row, srow, mask_n, offs_h,
-                   HALF: tl.constexpr, GS: tl.constexpr, INT4: tl.constexpr):
-    """Dequantized [BLOCK_N, HALF] first and second halves of a K or V tile (fp32)."""
+                   HALF: tl.constexpr, GS: tl.constexpr, MODE: tl.constexpr):
+    """Dequantized [BLOCK_N, HALF] first and second halves of a K or V tile (fp32).
+
+    MODE 0: plain (the values as stored), 1: int8 with a scale per row, 2: packed int4 in groups."""
     m2 = mask_n[:, None]
-    if INT4:
+    if MODE == 0:
+        lo = tl.load(data + row[:, None] + offs_h[None, :], mask=m2, other=0).to(tl.float32)
+        hi = tl.load(data + row[:, None] + HALF + offs_h[None, :], mask=m2, other=0).to(tl.float32)
+    elif MODE == 2:
         packed = tl.load(data + row[:, None] + offs_h[None, :], mask=m2, other=0)
         g_lo = offs_h // GS
         g_hi = (offs_h + HALF) // GS
@@ -34,7 +39,7 @@ def load_half_pair(data, scale, offset, row, srow, mask_n, offs_h,
 @triton.jit
 def decode_kernel(Q, K, V, KS, VS, KO, VO, Slots, Lens, MidO, MidM, MidL, sm_scale,
                   s_qb, s_qh, s_ds, s_dt, s_dh, s_ss, s_st, s_sh, s_vs, s_vt, s_vh, s_mb, s_mh, s_ms,
-                  G: tl.constexpr, HALF: tl.constexpr, GS: tl.constexpr, GS_V: tl.constexpr, INT4: tl.constexpr,
+                  G: tl.constexpr, HALF: tl.constexpr, GS: tl.constexpr, GS_V: tl.constexpr, MODE: tl.constexpr,
                   BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr):
     """Partial decode attention of one (sequence, kv head, split): writes MidO/MidM/MidL."""
     b = tl.program_id(0)
@@ -63,7 +68,7 @@ def decode_kernel(Q, K, V, KS, VS, KO, VO, Slots, Lens, MidO, MidM, MidL, sm_sca
         row = slot * s_ds + offs_n.to(tl.int64) * s_dt + kvh * s_dh
         srow = slot * s_ss + offs_n.to(tl.int64) * s_st + kvh * s_sh  # key scales/offsets
         vrow = slot * s_vs + offs_n.to(tl.int64) * s_vt + kvh * s_vh  # value scales/offsets
-        k_lo, k_hi = load_half_pair(K, KS, KO, row, srow, mask_n, offs_h, HALF, GS, INT4)
+        k_lo, k_hi = load_half_pair(K, KS, KO, row, srow, mask_n, offs_h, HALF, GS, MODE)
         qk = tl.dot(q_lo, tl.trans(k_lo), input_precision="ieee")
         qk += tl.dot(q_hi, tl.trans(k_hi), input_precision="ieee")  # [BLOCK_G, BLOCK_N]
         qk = tl.where(mask_n[None, :], qk * sm_scale, float("-inf"))
@@ -71,7 +76,7 @@ def decode_kernel(Q, K, V, KS, VS, KO, VO, Slots, Lens, MidO, MidM, MidL, sm_sca
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(qk - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v_lo, v_hi = load_half_pair(V, VS, VO, row, vrow, mask_n, offs_h, HALF, GS_V, INT4)
+        v_lo, v_hi = load_half_pair(V, VS, VO, row, vrow, mask_n, offs_h, HALF, GS_V, MODE)
         acc_lo = acc_lo * alpha[:, None] + tl.dot(p, v_lo, input_precision="ieee")
         acc_hi = acc_hi * alpha[:, None] + tl.dot(p, v_hi, input_precision="ieee")
         m_i = m_new
