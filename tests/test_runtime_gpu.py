@@ -1,13 +1,15 @@
 """The engine on a CUDA device: CUDA-graph decode gives the eager engine's tokens for every
-cache kind (the fused Triton decode kernel inside the graph for int8/int4), and a failed
+cache kind (the fused Triton decode kernel inside the graph for plain/int8/int4), and a failed
 capture falls back to eager decoding without losing a request. Skipped without CUDA."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from autoui.model import AutoUIModel, load_preset
+from autoui.model import load_preset
 from autoui.runtime.engine import Engine, EngineConfig, Request
+from tests.test_runtime_engine import _model as cpu_model
+from tests.test_runtime_engine import _requests as _prompts
 from tests.test_runtime_engine import kernel_sized
 
 pytestmark = [pytest.mark.gpu,
@@ -15,23 +17,7 @@ pytestmark = [pytest.mark.gpu,
 
 
 def _model(dtype=torch.float32):
-    torch.manual_seed(0)
-    model = AutoUIModel(kernel_sized(load_preset("tiny"))).eval()  # head_dim 32: the Triton kernel serves it
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.mul_(8)
-    return model.to("cuda", dtype)
-
-
-def _prompts(cfg, lengths, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for n in lengths:
-        text = torch.randint(5, cfg.decoder.vocab_size, (n,), generator=g).tolist()
-        ids = [cfg.bos_token_id] + [cfg.image_token_id] * cfg.num_image_tokens + text
-        out.append((ids, torch.randn(3, cfg.image_size, cfg.image_size, generator=g)))
-    return out
+    return cpu_model(kernel_sized(load_preset("tiny"))).to("cuda", dtype)  # head_dim 32: the Triton kernel serves it
 
 
 def _run(model, kind, decode, prompts, max_new=14):
