@@ -241,9 +241,9 @@ def predict_action(model: Any, tokenizer: ActionTokenizer, screen: Any, goal: st
     constraint = action_constraint(tokenizer, fmt) if runtime.constrained else None
     cands = None
     if runtime.type_from_goal and constraint is not None:
-        from autoui.runtime.copy_text import goal_quotes
+        from autoui.runtime.copy_text import untyped_quotes
 
-        cands = [goal_quotes(goal) or None]
+        cands = [untyped_quotes(goal, history) or None]
     with torch.no_grad():
         new = generate_ids(model, pixel_values, input_ids, limits.max_target_tokens, tokenizer.eos_id,
                            constraint=constraint, kv_cache=runtime.kv_cache, prefill_dtype=runtime.prefill_dtype,

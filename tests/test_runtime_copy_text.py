@@ -7,7 +7,7 @@ from autoui.actions import Action, format_action, parse_compact
 from autoui.model import AutoUIModel, load_preset
 from autoui.model.tokenizer import ActionTokenizer
 from autoui.runtime import ActionConstraint
-from autoui.runtime.copy_text import TypedTextFilter, goal_quotes
+from autoui.runtime.copy_text import TypedTextFilter, goal_quotes, untyped_quotes
 from autoui.runtime.engine import Engine, EngineConfig, Request
 
 
@@ -17,6 +17,19 @@ def test_goal_quotes_follow_the_case_the_goal_asks_for():
     assert goal_quotes('Type \u201cBob Ray\u201d in lowercase.') == ("bob ray",)
     assert goal_quotes('Enter "x" and "x" again') == ("x",)
     assert goal_quotes("Open the settings app") == () and goal_quotes("") == ()
+
+
+def test_spans_already_typed_leave_the_candidates_while_others_remain():
+    from autoui.actions import Action, ActionType
+
+    goal = 'Enter the username "chas" and the password "fcK" into the fields.'
+    tap = Action(ActionType.DUAL_POINT, touch_yx=(0.5, 0.5), lift_yx=(0.5, 0.5))
+    typed = Action(ActionType.TYPE, typed_text="chas")
+    assert untyped_quotes(goal) == ("chas", "fcK")
+    assert untyped_quotes(goal, [tap, typed, tap]) == ("fcK",)
+    assert untyped_quotes(goal, [typed, Action(ActionType.TYPE, typed_text="fcK")]) == ("chas", "fcK")  # all typed
+    assert untyped_quotes('Enter "x7" into both text fields.', [typed, Action(ActionType.TYPE, typed_text="x7")]) == ("x7",)
+    assert untyped_quotes("Open the settings app", [typed]) == ()
 
 
 def _tokenizer():

@@ -10,6 +10,10 @@ type_from_goal=True)`, `--type-from-goal`): goals that do not quote their text g
 restriction, and goals that quote something else (a button label) still let the model
 choose it, so the option suits benchmark-style instructions more than free-form ones.
 
+A goal that quotes several texts (`Enter the username "ann" and the password "x7"`) wants each
+typed once: spans the episode has already typed are dropped from the candidates while others
+remain (`untyped_quotes`); a goal with one span (`Enter "x7" into both fields`) keeps it.
+
 Scope: the compact action format, after the plan (`... ; type TEXT`) or in a model that
 writes no plan. The Auto-UI format is left unrestricted.
 """
@@ -45,6 +49,14 @@ def goal_quotes(goal: str) -> tuple[str, ...]:
             if variant.strip() and variant not in out:
                 out.append(variant)
     return tuple(out)
+
+
+def untyped_quotes(goal: str, history: Sequence = ()) -> tuple[str, ...]:
+    """`goal_quotes(goal)` without the spans already typed in `history` (actions of this episode),
+    unless that leaves none: then all of them (a text may have to be typed twice)."""
+    quotes = goal_quotes(goal)
+    typed = {getattr(a, "typed_text", "") for a in history}
+    return tuple(q for q in quotes if q not in typed) or quotes
 
 
 def _decision(text: str, plan: bool | None) -> str | None:
