@@ -6,7 +6,11 @@
 # Run from the repo root on a CUDA machine whose python3 has torch, triton and transformers:
 #   OUT=runs/gpu bash train/gpu_check.sh
 # Needs the held-out demonstrations (data/miniwob-area/heldout, `make default-model` collects
-# them) and, where they are missing there, wheels of crc32c and tfrecord in .whl/.
+# them) and, where they are missing there (the workplace's CUDA image lacks both), wheels of
+# crc32c and tfrecord in .whl/ (git-ignored), fetched where pip works with:
+#   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux1_x86_64 -d .whl crc32c==2.9.post0 tfrecord==1.14.4
+# With the workplace's device tool: carry ["data/miniwob-area/heldout", ".whl"], timeout ~570 s.
 # Each stage has its own time limit; results and logs go to $OUT.
 set -u
 OUT=${OUT:-runs/gpu}
