@@ -216,3 +216,32 @@ def test_static_decode_through_the_triton_kernel_in_interpreter():
     proc = subprocess.run([sys.executable, "-c", _STATIC_TRITON], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("kind", ["plain", "int8", "int4", "fp8"])
+def test_static_step_never_reads_back_to_the_host(kind):
+    """What a CUDA graph captures must not sync with or build tensors from the host: the static
+    step, run under a mode that records such calls, makes none (the CPU stand-in for capture)."""
+    from torch.overrides import TorchFunctionMode
+
+    host = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.cpu, torch.Tensor.numpy,
+            torch.tensor, torch.as_tensor, torch.Tensor.__int__, torch.Tensor.__float__}
+
+    class Spy(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in host:
+                self.calls.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    model = _model(load_preset("tiny"))
+    engine = Engine(model, EngineConfig(max_batch=2, max_seq_len=96, max_new_tokens=4, prefill_dtype="same",
+                                        cache_kind=kind, decode="static"))
+    engine.generate([Request(ids, px) for ids, px in _requests(model.config, [5, 9])])
+    step = next(iter(engine.graphs.steps.values()))
+    with Spy() as spy, torch.no_grad():
+        logits = step.run()
+    assert logits.shape[-1] == model.config.decoder.vocab_size and spy.calls == []
