@@ -76,7 +76,7 @@ _TRITON_SCRIPT = textwrap.dedent("""
     import torch
     from autoui.runtime import CacheConfig, make_cache
     from autoui.runtime.attention import reference_attention
-    from autoui.runtime.attention.triton_decode import triton_decode_attention
+    from autoui.runtime.attention.triton_decode import cache_parts, triton_decode_attention
     torch.manual_seed(0)
     worst = 0.0
     # (kind, (q heads, kv heads, head_dim, key group, value group)); a group may span both packed halves
@@ -99,10 +99,8 @@ _TRITON_SCRIPT = textwrap.dedent("""
         kd, vd = cache._gather(0, view.selection, view.max_len, torch.float32)
         ref = reference_attention(q, kd, vd, *view.mask(1))
         worst = max(worst, (fused - ref).abs().max().item())
-        int4, plain = kind == "int4", kind == "plain"
-        parts = (cache.k[0], cache.v[0], None if plain else cache.k_scale[0], None if plain else cache.v_scale[0],
-                 cache.k_offset[0] if int4 else None, cache.v_offset[0] if int4 else None)
-        split = triton_decode_attention(q[:, :, 0], parts, view.slot_index, view.k_len, gs, int4, view.max_len,
+        split = triton_decode_attention(q[:, :, 0], cache_parts(cache, 0), view.slot_index, view.k_len, gs,
+                                        kind == "int4", view.max_len,
                                         splits=4, value_group_size=gv)
         worst = max(worst, (split - ref[:, :, 0]).abs().max().item())
     print("MAXERR", worst)

@@ -46,6 +46,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autoui.model import AutoUIModel, load_preset
+from autoui.runtime.bench import _timed
 from autoui.runtime.engine import Engine, EngineConfig, Request
 
 
@@ -58,14 +59,7 @@ def wall_ms(fn, device: torch.device, repeats: int = 5, warmup: int = 2) -> floa
     """Median wall time of `fn()` in ms (device synchronized around each call)."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    return statistics.median(_timed(fn, device) for _ in range(repeats))
 
 
 def ceilings(device: torch.device) -> dict:
@@ -135,7 +129,7 @@ def kernel_attention(device: torch.device, batch: int, context: int, hq: int, hk
     """Decode attention alone (one layer): SDPA over a contiguous bf16 K/V vs the Triton kernel on the
     plain (bf16), int8 and int4 caches (bytes: what each must read)."""
     from autoui.runtime.attention.sdpa import sdpa_attention
-    from autoui.runtime.attention.triton_decode import triton_available, triton_decode_attention
+    from autoui.runtime.attention.triton_decode import cache_parts, triton_available, triton_decode_attention
     from autoui.runtime.cache import CacheConfig, make_cache
 
     out = {}
@@ -153,9 +147,7 @@ def kernel_attention(device: torch.device, batch: int, context: int, hq: int, hk
         cache._write(0, torch.tensor(slots, device=device).repeat_interleave(context),
                      torch.arange(context, device=device).repeat(batch),
                      k.reshape(-1, hkv, d), v.reshape(-1, hkv, d))
-        int4, plain = kind == "int4", kind == "plain"
-        parts = (cache.k[0], cache.v[0], None if plain else cache.k_scale[0], None if plain else cache.v_scale[0],
-                 cache.k_offset[0] if int4 else None, cache.v_offset[0] if int4 else None)
+        int4, parts = kind == "int4", cache_parts(cache, 0)
         slot_t = torch.tensor(slots, device=device)
         lens = torch.full((batch,), context, device=device)
 

@@ -55,7 +55,7 @@ def untyped_quotes(goal: str, history: Sequence = ()) -> tuple[str, ...]:
     """`goal_quotes(goal)` without the spans already typed in `history` (actions of this episode),
     unless that leaves none: then all of them (a text may have to be typed twice)."""
     quotes = goal_quotes(goal)
-    typed = {getattr(a, "typed_text", "") for a in history}
+    typed = {a.typed_text for a in history}
     return tuple(q for q in quotes if q not in typed) or quotes
 
 

@@ -239,28 +239,30 @@ class Engine:
 
     def _decode(self, reqs: list[Request]) -> None:
         """Feed each request its unseen tokens (one, or a run of grammar-forced ones) and choose the next."""
-        dev = self.model.device
         lens = [len(r.tokens) - r.fed for r in reqs]
+        logits = None
         if max(lens) == 1 and self.graphs is not None:  # static shapes (a CUDA graph replay on CUDA)
-            logits = self.graphs([r.slot for r in reqs], [r.tokens[-1] for r in reqs])
-            if logits is not None:
-                for r in reqs:
-                    r.fed = len(r.tokens)
-                self._choose(reqs, logits.float())
-                return
+            logits = self.graphs([r.slot for r in reqs], [r.tokens[-1] for r in reqs])  # None: graphs broke
+        if logits is None:
+            logits = self._forward(reqs, lens)
+        for r in reqs:
+            r.fed = len(r.tokens)
+        self._choose(reqs, logits.float())
+
+    def _forward(self, reqs: list[Request], lens: list[int]) -> torch.Tensor:
+        """Logits [B, V] after feeding each request its last `lens[b]` tokens through a `CacheView`."""
+        dev = self.model.device
         if max(lens) == 1:  # the usual step: one token each, no padding
             ids = torch.tensor([[r.tokens[-1]] for r in reqs])  # [B, 1]
         else:
             ids = torch.full((len(reqs), max(lens)), self.pad_id, dtype=torch.long)  # [B, T] right padding
             for b, r in enumerate(reqs):
                 ids[b, : lens[b]] = torch.tensor(r.tokens[r.fed:])
-        for r in reqs:
-            r.fed = len(r.tokens)
         embeds = self.model.decoder.embed_tokens(ids.to(dev))  # [B, T, D]
         view = self.cache.view([r.slot for r in reqs], lens)
         hidden = self.model.decoder(embeds, view.position_ids(), cache=view)  # [B, T, D]
         last = hidden[:, 0] if max(lens) == 1 else hidden[torch.arange(len(reqs)), torch.tensor(lens) - 1]  # [B, D]
-        self._choose(reqs, self.model.logits(last).float())
+        return self.model.logits(last)
 
     def _choose(self, reqs: list[Request], logits: torch.Tensor) -> None:
         """Greedy next token per request (under the constraint if any); mark finished ones."""

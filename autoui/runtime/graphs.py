@@ -43,9 +43,8 @@ class StaticDecodeView:
         self.cache, self.n_layers, self.max_len = cache, cache.config.n_layers, max_len
         self.slot_index = self.selection = slot_index  # [B] long
         self.start = start  # [B] long: tokens cached before this step (= the write position)
-        self.k_len = start + 1
         self.fused = None  # chosen by the backend at the first attend; T is always 1 here
-        self._mask = None
+        self.begin()
 
     def begin(self) -> None:
         """Recompute what depends on the inputs; call at the start of every (captured) forward."""

@@ -2,7 +2,8 @@
 
 One new token per sequence (decode). It reads the cache buffers in place through each
 sequence's slot index and up to its own length, so it needs no gather and no mask: the
-attention of a static-shape decode step (a CUDA graph) costs the sequences' true lengths. Grid: (sequence, kv head, split). Each program
+attention of a static-shape decode step (a CUDA graph) costs the sequences' true lengths.
+Grid: (sequence, kv head, split). Each program
 takes the query heads that share one kv head (GQA), walks its split of the sequence in
 tiles of BLOCK_N tokens, loads the quantized K/V tile, dequantizes it in registers and
 keeps an online softmax (running max m, sum l, unnormalized output). The splits'
@@ -86,6 +87,14 @@ def triton_decode_attention(q: torch.Tensor, parts: tuple, slots: torch.Tensor, 
 TRITON_KINDS = ("plain", "int8", "int4")
 
 
+def cache_parts(cache, layer: int) -> tuple:
+    """`triton_decode_attention`'s `parts` of one layer of a plain, int8 or int4 cache."""
+    plain, int4 = cache.kind == "plain", cache.kind == "int4"
+    return (cache.k[layer], cache.v[layer], None if plain else cache.k_scale[layer],
+            None if plain else cache.v_scale[layer],
+            cache.k_offset[layer] if int4 else None, cache.v_offset[layer] if int4 else None)
+
+
 class TritonDecodeAttention:
     """The kernel as a fused backend of the int8/int4 caches (decode steps), and of the plain
     cache in static decode steps (`autoui.runtime.graphs`; elsewhere SDPA reads the plain cache
@@ -103,11 +112,6 @@ class TritonDecodeAttention:
                 and d & (d - 1) == 0 and triton_available(cache.config.device))
 
     def __call__(self, cache, layer: int, q: torch.Tensor, view) -> torch.Tensor:
-        int4 = cache.kind == "int4"
-        plain = cache.kind == "plain"
-        parts = (cache.k[layer], cache.v[layer], None if plain else cache.k_scale[layer],
-                 None if plain else cache.v_scale[layer],
-                 cache.k_offset[layer] if int4 else None, cache.v_offset[layer] if int4 else None)
-        out = triton_decode_attention(q[:, :, 0], parts, view.slot_index, view.k_len, cache.config.group_size,
-                                      int4, view.max_len, value_group_size=cache.config.value_group_size)
+        out = triton_decode_attention(q[:, :, 0], cache_parts(cache, layer), view.slot_index, view.k_len,
+                                      cache.config.group_size, cache.kind == "int4", view.max_len, value_group_size=cache.config.value_group_size)
         return out[:, :, None]  # [B, Hq, 1, D]
