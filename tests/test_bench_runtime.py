@@ -52,8 +52,17 @@ def test_bench_runtime_writes_every_key_and_a_table(setup, capsys):
     assert res["parse_rate"]["runtime"] == 100.0  # constrained: every output is an action
     # same weights, same prompt ids, greedy, no constraint: the two implementations agree
     assert res["agreement_runtime_vs_hf"]["same_tokens"] == res["agreement_runtime_vs_hf"]["steps"] == 3
+    floor = res["roofline"]
+    assert floor["ceilings"]["peak_gflops"] > 0 and floor["weight_bytes"]["decoder"] > 0
+    for b in ("1", "2"):
+        row = floor["batches"][b]
+        assert row["work"]["batch"] == int(b) and row["work"]["decode_forwards"] >= 1
+        assert 0 < row["floor_ms_per_step"] < row["runtime_ms_per_step"]  # a floor, under what was measured
+        assert row["runtime_fraction_of_floor"] == round(row["floor_ms_per_step"] / row["runtime_ms_per_step"], 3)
+        assert row["max_speedup_vs_hf"] == round(row["hf-dynamic_ms_per_step"] / row["floor_ms_per_step"], 2)
     table = capsys.readouterr().out
     assert "hf-dynamic" in table and "KV bytes/token" in table and res["date"] in table
+    assert "roofline (model work only" in table and "at most" in table
 
 
 def test_bench_runtime_bad_arguments_exit_2(setup, tmp_path, capsys):

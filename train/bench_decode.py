@@ -46,6 +46,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autoui.model import AutoUIModel, load_preset
+from autoui.runtime import roofline
 from autoui.runtime.bench import _timed
 from autoui.runtime.engine import Engine, EngineConfig, Request
 
@@ -65,13 +66,9 @@ def wall_ms(fn, device: torch.device, repeats: int = 5, warmup: int = 2) -> floa
 def ceilings(device: torch.device) -> dict:
     """Copy bandwidth (bytes read + written per second) and bf16 matmul rate, measured here."""
     n = (1 << 30) if device.type == "cuda" else (1 << 26)
-    a = torch.randn(n // 4, device=device)  # fp32: n bytes
-    b = torch.empty_like(a)
-    ms = wall_ms(lambda: b.copy_(a), device, repeats=10)
-    size = 8192 if device.type == "cuda" else 512
-    x, y = (torch.randn(size, size, device=device, dtype=torch.bfloat16) for _ in range(2))
-    mm = wall_ms(lambda: x @ y, device, repeats=10)
-    return {"copy_GBps": round(2 * n / ms / 1e6, 1), "bf16_matmul_TFLOPs": round(2 * size ** 3 / mm / 1e9, 1)}
+    return {"copy_GBps": round(roofline.copy_gbps(device, n), 1),
+            "bf16_matmul_TFLOPs": round(roofline.matmul_gflops(device, torch.bfloat16, 8192 if device.type == "cuda"
+                                                               else 512) / 1e3, 1)}
 
 
 def build_model(preset: str, device: torch.device, dtype: torch.dtype) -> AutoUIModel:
@@ -79,15 +76,6 @@ def build_model(preset: str, device: torch.device, dtype: torch.dtype) -> AutoUI
     with torch.device(device):
         model = AutoUIModel(load_preset(preset))
     return model.to(dtype).eval()
-
-
-def decoder_weight_bytes(model: AutoUIModel) -> int:
-    """Bytes a decode step must read: every decoder weight but the embedding table (one row per
-    token), plus the output projection (the tied embedding when there is no separate head)."""
-    dec = model.decoder
-    total = sum(p.numel() * p.element_size() for n, p in dec.named_parameters() if not n.startswith("embed_tokens"))
-    head = model.lm_head.weight if model.lm_head is not None else dec.embed_tokens.weight
-    return total + head.numel() * head.element_size()
 
 
 def engine_decode(model, kind: str, mode: str, attention: str, batch: int, context: int, steps: int) -> dict:
@@ -248,7 +236,7 @@ def main(argv=None) -> int:
     section(res, "ceilings", lambda: ceilings(device))
     model = build_model(args.preset, device, dtype)
     d = model.config.decoder
-    wbytes = decoder_weight_bytes(model)
+    wbytes = roofline.weight_bytes(model, bytes_per_param=None)["decoder"]  # as stored
     res["decoder_weight_bytes"] = wbytes
     bw = res["ceilings"].get("copy_GBps") if isinstance(res["ceilings"], dict) else None
     res["decode"] = {}

@@ -152,6 +152,9 @@ NOTES = [
     "action_match: AITW matching on held-out steps (eval set); action_match_delta: points vs the plain cache.",
     "peak_memory_mb: RSS delta on CPU (sampled every 1 ms, after malloc_trim), includes the runtime's "
     "preallocated KV cache for max(batches) slots; weights are loaded before and not counted.",
+    "roofline: the runtime's counted FLOPs per phase (vision, prefill, decode) over this device's best matmul "
+    "rate, or its weights (2 bytes/param) over the read bandwidth, whichever is longer, summed over forwards; "
+    "preprocessing is not in the floor, steps/s include it. max_speedup_vs_hf = HF ms per step / floor.",
 ]
 
 
@@ -173,6 +176,7 @@ def _measure(cfg: BenchConfig, model: Any, tok: Any, samples: list, prompts: lis
         steps[name] = {str(b): measure_throughput(gen, samples, inputs, b, cfg.max_new_tokens, cfg.repeats, device)
                        for b in cfg.batches}
     breakdown = measure_breakdown(model, methods, lat_samples[:8], inputs, cfg.max_new_tokens, device)
+    floor = roofline_section(model, methods.get("runtime"), prompts, steps, cfg, device)
     big = max(cfg.batches)
     memory = _memory(methods, [prompts[i % len(prompts)] for i in range(big)], cfg.max_new_tokens, device)
     eval_prompts, eval_samples = prompts[: cfg.eval_steps], samples[: cfg.eval_steps]
@@ -185,7 +189,7 @@ def _measure(cfg: BenchConfig, model: Any, tok: Any, samples: list, prompts: lis
         "kv_bytes_per_token": kv_bytes_per_token(model, hf_model),
         "action_match": {k: v["action_match"] for k, v in quality.items()},
         "parse_rate": {k: v["parse_rate"] for k, v in quality.items()}, "eval_steps": len(eval_samples),
-        "latency_subset_scores": subset, "latency_steps": len(lat_samples),
+        "latency_subset_scores": subset, "latency_steps": len(lat_samples), "roofline": floor,
     }
     plain = quality.get("runtime", {}).get("action_match")
     res["action_match_delta"] = {k: round(quality[f"runtime-{k}"]["action_match"] - plain, 2)
@@ -200,6 +204,33 @@ def _measure(cfg: BenchConfig, model: Any, tok: Any, samples: list, prompts: lis
         res["agreement_runtime_vs_hf"] = {"steps": len(pairs), "same_tokens": same,
                                           "fraction": round(same / max(1, len(pairs)), 4)}
     return res
+
+
+def roofline_section(model: Any, gen: Any, prompts: list, steps: dict, cfg: BenchConfig,
+                     device: torch.device) -> dict[str, Any]:
+    """Per batch size: the floor of the runtime's work on this device (`autoui.runtime.roofline`),
+    the runtime's and HF's measured ms per step, the runtime's fraction of the floor, and HF's
+    time over the floor: the most any fp32/bf16 implementation of this work could beat HF by here."""
+    if gen is None:
+        return {"unavailable": "the runtime method did not run"}
+    from autoui.runtime import roofline
+
+    weights = roofline.weight_bytes(model)
+    out: dict[str, Any] = {"ceilings": roofline.measure_ceilings(device, weights["decoder"]),
+                           "weight_bytes": weights, "batches": {}}
+    for b in cfg.batches:
+        batch = [prompts[i % len(prompts)] for i in range(b)]
+        work = roofline.step_work(model, gen, lambda: gen.engine_holder["engine"], batch, cfg.max_new_tokens)
+        floor = roofline.floor_ms(work, weights, out["ceilings"])
+        row: dict[str, Any] = {"work": work, "floor_ms": floor, "floor_ms_per_step": round(floor["total"] / b, 4)}
+        for name in ("runtime", "hf-dynamic"):
+            if name in steps:
+                row[f"{name}_ms_per_step"] = round(1e3 / steps[name][str(b)], 3)
+        row["runtime_fraction_of_floor"] = round(row["floor_ms_per_step"] / row["runtime_ms_per_step"], 3)
+        if "hf-dynamic_ms_per_step" in row:
+            row["max_speedup_vs_hf"] = round(row["hf-dynamic_ms_per_step"] / row["floor_ms_per_step"], 2)
+        out["batches"][str(b)] = row
+    return out
 
 
 def _speedups(latency: dict, steps: dict, batches: Sequence[int]) -> dict[str, Any]:
@@ -242,9 +273,24 @@ def format_table(res: dict[str, Any]) -> str:
         peer = key.removeprefix("speedup_vs_hf-").removesuffix("_b1")
         lines.append(f"speedup vs HF ({peer}): b1 {res[key]}x, b32 {res[f'speedup_vs_hf-{peer}_b32']}x")
     lines.append("batch-1 breakdown (ms, medians): " + ", ".join(f"{k} {v}" for k, v in res["breakdown_ms_b1"].items()))
+    lines.extend(_roofline_lines(res.get("roofline", {})))
     if "agreement_runtime_vs_hf" in res:
         a = res["agreement_runtime_vs_hf"]
         lines.append(f"runtime (unconstrained) == HF tokens on {a['same_tokens']}/{a['steps']} batch-1 steps")
     for name, why in res.get("unavailable", {}).items():
         lines.append(f"unavailable: {name}: {why[:160]}")
     return "\n".join(lines)
+
+
+def _roofline_lines(floor: dict[str, Any]) -> list[str]:
+    if "batches" not in floor:
+        return [f"roofline: {floor.get('unavailable', 'not measured')}"] if floor else []
+    c = floor["ceilings"]
+    lines = [f"roofline (model work only; this device, {c['threads']} thread(s): {c['peak_dtype']} matmul "
+             f"{c['peak_gflops']} GFLOP/s, read {c['read_GBps']} GB/s):"]
+    for b, row in floor["batches"].items():
+        cap = f", HF {row['hf-dynamic_ms_per_step']} ms: at most {row['max_speedup_vs_hf']}x vs HF" \
+            if "max_speedup_vs_hf" in row else ""
+        lines.append(f"  b{b}: floor {row['floor_ms_per_step']} ms/step {row['floor_ms']}, runtime "
+                     f"{row['runtime_ms_per_step']} ms = {100 * row['runtime_fraction_of_floor']:.0f}% of it{cap}")
+    return lines

@@ -166,6 +166,7 @@ class Engine:
             self._typed = TypedTextFilter(constraint.pieces, constraint.eos_id, constraint.plan)
         self.waiting: list[Request] = []
         self.active: list[Request] = []
+        self.counts = {"prefills": 0, "decode_forwards": 0}  # batched forwards run so far (benchmarks read them)
 
     def submit(self, request: Request) -> Request:
         """Queue a request; it is prefilled at the next `step` with a free slot."""
@@ -221,6 +222,7 @@ class Engine:
     # -- internals ----------------------------------------------------------------------
     def _prefill(self, reqs: list[Request]) -> None:
         dev = self.model.device
+        self.counts["prefills"] += 1
         for r, slot in zip(reqs, self.cache.allocate(len(reqs))):
             r.slot = slot
         lens = [len(r.input_ids) for r in reqs]
@@ -240,6 +242,7 @@ class Engine:
     def _decode(self, reqs: list[Request]) -> None:
         """Feed each request its unseen tokens (one, or a run of grammar-forced ones) and choose the next."""
         lens = [len(r.tokens) - r.fed for r in reqs]
+        self.counts["decode_forwards"] += 1
         logits = None
         if max(lens) == 1 and self.graphs is not None:  # static shapes (a CUDA graph replay on CUDA)
             logits = self.graphs([r.slot for r in reqs], [r.tokens[-1] for r in reqs])  # None: graphs broke
