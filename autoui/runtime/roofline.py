@@ -40,25 +40,13 @@ if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
 WEIGHT_BYTES_PER_PARAM = 2  # bf16/fp16: the smallest float weights the floor allows
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _best_ms(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2) -> float:
     """The fastest of `repeats` timed calls (a ceiling wants the best case, not the typical one)."""
-    import time
+    from autoui.runtime.bench import _timed
 
     for _ in range(warmup):
         fn()
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(device)
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, (time.perf_counter() - t) * 1e3)
-    return best
+    return min(_timed(fn, device) for _ in range(repeats))
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int = 5) -> float:
