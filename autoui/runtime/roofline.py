@@ -86,11 +86,16 @@ def measure_ceilings(device: torch.device, working_set_bytes: int, matmul_size: 
             "threads": torch.get_num_threads()}
 
 
-def counted_flops(fn: Callable[[], Any]) -> tuple[Any, int]:
-    """(fn(), the FLOPs of its matmuls, convolutions and attention)."""
+def _flop_counter():
+    """A silent `FlopCounterMode` that also knows the CPU flash-attention op."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False, custom_mapping=_CPU_SDPA) as counter:
+    return FlopCounterMode(display=False, custom_mapping=_CPU_SDPA)
+
+
+def counted_flops(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """(fn(), the FLOPs of its matmuls, convolutions and attention)."""
+    with _flop_counter() as counter:
         out = fn()
     return out, counter.get_total_flops()
 
@@ -117,8 +122,6 @@ def step_work(model: Any, generate: Callable, engine: Callable[[], Any],
     prefill and decode calls are counted apart; the vision tower, which runs inside the
     prefill, is counted on its own and taken out of it.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     generate(list(prompts), max_new)  # builds the engine; the counted call below is the second
     eng = engine()
     pixels = torch.stack([px for _, px in prompts]).to(model.device, model.dtype)  # [B, 3, S, S]
@@ -126,7 +129,7 @@ def step_work(model: Any, generate: Callable, engine: Callable[[], Any],
         _, vision = counted_flops(lambda: model.encode_images(pixels))
     phases = {"_prefill": 0, "_decode": 0}
     before = dict(eng.counts)
-    with FlopCounterMode(display=False, custom_mapping=_CPU_SDPA) as counter:
+    with _flop_counter() as counter:
         def counting(name: str) -> Callable:
             method = getattr(eng, name)
 
