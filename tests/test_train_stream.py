@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from autoui.data.stream import (AITWStream, StreamError, assign_shards, dataset_key, keep_episode, resolve_shards,
-                                shuffle_buffer)
+from autoui.data.stream import (AITWStream, StreamError, assign_shards, copies_of, dataset_key, episode_task,
+                                keep_episode, resolve_shards, shuffle_buffer)
 from autoui.data.synthetic import generate_dataset
 
 
@@ -107,6 +107,34 @@ def test_sample_fraction_is_stable_and_validated(data):
         AITWStream(data, sample={"shopping_mall": 0.1})
     with pytest.raises(StreamError, match=r"\(0, 1\]"):
         AITWStream(data, sample={"google_apps": 0.0})
+
+
+def test_weights_repeat_or_thin_a_dataset_per_epoch(data):
+    def count(weights) -> collections.Counter:
+        return collections.Counter(s.dataset for s in AITWStream(data, buffer_size=1, weights=weights))
+
+    full = count(None)
+    double = count({"GoogleApps": 2.0})
+    assert double["google_apps"] == 2 * full["google_apps"]
+    assert {k: v for k, v in double.items() if k != "google_apps"} == {k: v for k, v in full.items() if k != "google_apps"}
+    assert count({"google_apps": 0.5}) == count({"google_apps": 0.5})  # a pure function of (seed, epoch, episode)
+    ids = {s.episode_id for s in AITWStream(data, buffer_size=1, weights={"google_apps": 0.5}, seed=1)
+           if s.dataset == "google_apps"}
+    all_ids = {s.episode_id for s in AITWStream(data, buffer_size=1) if s.dataset == "google_apps"}
+    assert ids < all_ids
+    with pytest.raises(StreamError, match="> 0"):
+        AITWStream(data, weights={"google_apps": 0.0})
+
+
+def test_copies_of_and_episode_task():
+    ids = [f"miniwob/click-test/{i}" for i in range(20000)]
+    assert sum(copies_of(i, 1.3, seed=0, epoch=0) for i in ids) in range(25600, 26400)
+    assert {copies_of(i, 2.0, 0, 0) for i in ids[:50]} == {2}
+    # fractions are drawn anew each epoch, but the same way on every machine
+    assert [copies_of(i, 0.5, 0, 0) for i in ids[:200]] != [copies_of(i, 0.5, 0, 1) for i in ids[:200]]
+    assert [copies_of(i, 0.5, 0, 1) for i in ids[:200]] == [copies_of(i, 0.5, 0, 1) for i in ids[:200]]
+    assert episode_task("miniwob/click-tab-2/1000003", "miniwob") == "click-tab-2"
+    assert episode_task("8473651290173", "google_apps") == "google_apps"
 
 
 def test_keep_episode_fraction_and_key():

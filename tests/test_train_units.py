@@ -24,7 +24,9 @@ def _parse(argv: list[str]) -> TrainConfig:
 
 def test_cli_flags_follow_the_dataclass():
     cfg = _parse(["--data", "a,b", "--out", "r", "--steps", "7", "--lr", "3e-4", "--no-with-plan",
-                  "--freeze-vision", "--cache-vision-features", "--sample", "google_apps=0.1,install=0.5"])
+                  "--freeze-vision", "--cache-vision-features", "--sample", "google_apps=0.1,install=0.5",
+                  "--task-weight", "click-tab-2=2.5,click-test=0.4"])
+    assert cfg.task_weight == {"click-tab-2": 2.5, "click-test": 0.4}
     assert cfg.data == ("a", "b") and cfg.steps == 7 and cfg.lr == 3e-4
     assert cfg.with_plan is False and cfg.freeze_vision and cfg.cache_vision_features
     assert cfg.sample == {"google_apps": 0.1, "install": 0.5}
@@ -50,6 +52,16 @@ def test_bad_sample_spec_message_reaches_the_user(spec, message, capsys):
         TrainConfig(data=("d",), out="r", sample=spec)
     with pytest.raises(SystemExit):
         _parse(["--data", "d", "--out", "r", "--sample", spec])
+    assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("spec, message", [("click-test", "name=weight"), ("click-test=0", "> 0"),
+                                           ("click-test=inf", "finite"), ("click-test=x", "must be a number")])
+def test_bad_task_weight_message_reaches_the_user(spec, message, capsys):
+    with pytest.raises(TrainConfigError, match=message):
+        TrainConfig(data=("d",), out="r", task_weight=spec)
+    with pytest.raises(SystemExit):
+        _parse(["--data", "d", "--out", "r", "--task-weight", spec])
     assert re.search(message, capsys.readouterr().err)
 
 

@@ -16,6 +16,11 @@ costs a re-read of the shards, never a re-run of preprocessing or the model.
 Auto-UI's unified mix keeps only 10% of GoogleApps: `sample={"google_apps": 0.1}` keeps
 an episode when a stable hash of its id falls below the fraction (the same episodes
 every epoch, seed and machine).
+
+`weights={"click-tab-2": 2.0, "click-test": 0.5}` re-balances a mix by task (the middle part
+of our demonstrations' ids, `miniwob/<task>/<seed>`) or by dataset: an episode of weight w
+is read floor(w) times per epoch and once more with probability w - floor(w), decided by a
+stable hash of (seed, epoch, episode id), so resume stays exact and each epoch draws anew.
 """
 from __future__ import annotations
 
@@ -53,6 +58,22 @@ def keep_episode(episode_id: str, fraction: float) -> bool:
         return True
     digest = hashlib.blake2b(str(episode_id).encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64 < fraction
+
+
+def episode_task(episode_id: str, dataset: str) -> str:
+    """The task an episode demonstrates: `<task>` of an id `<dataset>/<task>/<n>`, else its dataset."""
+    parts = str(episode_id).split("/")
+    return parts[1] if len(parts) == 3 and parts[1] else str(dataset)
+
+
+def copies_of(episode_id: str, weight: float, seed: int, epoch: int) -> int:
+    """How often an episode of `weight` is read in `epoch`: floor(weight), plus one with probability of the rest."""
+    whole = int(weight)
+    rest = weight - whole
+    if rest <= 0.0:
+        return whole
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{episode_id}".encode("utf-8"), digest_size=8).digest()
+    return whole + int(int.from_bytes(digest, "big") / 2.0**64 < rest)
 
 
 def unit_of(rank: int, world_size: int, worker: int, num_workers: int) -> tuple[int, int]:
@@ -123,6 +144,8 @@ class AITWStream(IterableDataset):
         seed: drives shard order and buffer shuffling.
         buffer_size: shuffle buffer capacity in samples (1 disables shuffling within shards).
         sample: {dataset name: fraction of episodes to keep}; names as in the shard folders.
+        weights: {task or dataset name: times each of its episodes is read per epoch, > 0;
+            fractions are drawn per epoch}; see the module docstring.
         episode_ids: if given, only these episodes (e.g. one label of a split file).
         repeat: loop over epochs forever (training) instead of stopping after one.
         rank, world_size: this process among all (default: torch.distributed or 0 of 1).
@@ -132,6 +155,7 @@ class AITWStream(IterableDataset):
     def __init__(self, paths: Any, *, transform: Callable[[Any], Any] | None = None,
                  accept: Callable[[Any], bool] | None = None, seed: int = 0,
                  buffer_size: int = 1000, sample: dict[str, float] | None = None,
+                 weights: dict[str, float] | None = None,
                  episode_ids: Iterable[str] | None = None, repeat: bool = False,
                  rank: int | None = None, world_size: int | None = None,
                  history: int = 8, plan: int = 4, skip_corrupt: bool = False):
@@ -146,6 +170,7 @@ class AITWStream(IterableDataset):
         self.history, self.plan, self.skip_corrupt = history, plan, skip_corrupt
         self.episode_ids = frozenset(episode_ids) if episode_ids is not None else None
         self.fractions = self._check_sample(sample or {})
+        self.weights = self._check_weights(weights or {})
         if rank is None or world_size is None:
             rank, world_size = _dist_rank_world()
         self.rank, self.world_size = int(rank), int(world_size)
@@ -162,6 +187,23 @@ class AITWStream(IterableDataset):
                 raise StreamError(f"sample fraction for {name!r} must be in (0, 1], got {frac}")
             out[key] = float(frac)
         return out
+
+    @staticmethod
+    def _check_weights(weights: dict[str, float]) -> dict[str, float]:
+        out = {}
+        for name, w in weights.items():
+            if not float(w) > 0.0:
+                raise StreamError(f"weight for {name!r} must be > 0, got {w}")
+            out[dataset_key(name)] = float(w)
+        return out
+
+    def _copies(self, episode: Any, epoch: int) -> int:
+        if not self.weights:
+            return 1
+        w = self.weights.get(dataset_key(episode_task(episode.episode_id, episode.dataset)))
+        if w is None:
+            w = self.weights.get(dataset_key(episode.dataset), 1.0)
+        return copies_of(episode.episode_id, w, self.seed, epoch)
 
     def skip_batches(self, batches: int, batch_size: int) -> None:
         """Make the next iteration skip what the first `batches` DataLoader batches of this rank held."""
@@ -193,11 +235,13 @@ class AITWStream(IterableDataset):
                 seen += 1
                 if (by_episode and (seen - 1) % units != unit) or not self._keep(episode):
                     continue
-                for s in make_samples(episode, history=self.history, plan=self.plan):
-                    if self.accept is None or self.accept(s):
-                        yield s
-                    else:
-                        rejected += 1
+                samples = make_samples(episode, history=self.history, plan=self.plan)
+                for _ in range(self._copies(episode, epoch)):
+                    for s in samples:
+                        if self.accept is None or self.accept(s):
+                            yield s
+                        else:
+                            rejected += 1
         if rejected:
             log.warning("unit %d/%d epoch %d: %d samples rejected by the accept filter", unit, units, epoch, rejected)
 

@@ -52,6 +52,24 @@ def parse_sample_spec(spec: str | dict[str, float] | None) -> dict[str, float]:
     return out
 
 
+def parse_weight_spec(spec: str | dict[str, float] | None) -> dict[str, float]:
+    """Parse "click-tab-2=2,click-test=0.5" into {task or dataset: weight}; weights > 0."""
+    if not spec:
+        return {}
+    items = list(spec.items()) if isinstance(spec, dict) else [part.partition("=")[::2] for part in str(spec).split(",")]
+    out: dict[str, float] = {}
+    for name, w in items:
+        name = str(name).strip()
+        _check(bool(name) and str(w).strip() != "", f"--task-weight expects name=weight[,name=weight...], got {spec!r}")
+        try:
+            value = float(w)
+        except ValueError:
+            raise TrainConfigError(f"--task-weight for {name!r} must be a number, got {w!r}") from None
+        _check(value > 0.0 and value < float("inf"), f"--task-weight for {name!r} must be > 0 and finite, got {w}")
+        out[name] = value
+    return out
+
+
 def _paths(value: str | list | tuple | None) -> tuple[str, ...]:
     """Comma-separated directories (CLI) or a list (JSON) -> tuple of non-empty strings."""
     if value is None:
@@ -100,6 +118,9 @@ class TrainConfig:
     plan: int = field(default=4, metadata=_help("action types in the plan (current + future)"))
     sample: dict[str, float] = field(default_factory=dict, metadata=_help(
         "keep only a fraction of some datasets' episodes, e.g. google_apps=0.1", parse=parse_sample_spec))
+    task_weight: dict[str, float] = field(default_factory=dict, metadata=_help(
+        "read each episode of a task (or dataset) this many times per epoch, e.g. click-tab-2=2,click-test=0.5 "
+        "(fractions drawn anew each epoch)", parse=parse_weight_spec))
     augment_shift: float = field(default=0.0, metadata=_help(
         "translate each screenshot (and its taps) by up to this fraction of the screen, so taps must be grounded in pixels"))
     augment_text: float = field(default=0.0, metadata=_help(
@@ -149,6 +170,7 @@ class TrainConfig:
         self.data = _paths(self.data)
         self.val_data = _paths(self.val_data)
         self.sample = parse_sample_spec(self.sample)
+        self.task_weight = parse_weight_spec(self.task_weight)
         self.grounding_layers = _ints(self.grounding_layers)
         self.goal_word_layers = _ints(self.goal_word_layers)
         for name in ("steps", "batch_size", "grad_accum", "shuffle_buffer", "val_max_steps", "val_batch_size",

@@ -87,7 +87,7 @@ class Trainer:
         c = self.cfg
         return {"batches": self.step * c.grad_accum, "batch_size": c.batch_size, "grad_accum": c.grad_accum,
                 "workers": c.workers, "world_size": self.acc.num_processes, "seed": c.seed,
-                "data": list(c.data), "sample": c.sample, "shuffle_buffer": c.shuffle_buffer}
+                "data": list(c.data), "sample": c.sample, "task_weight": c.task_weight, "shuffle_buffer": c.shuffle_buffer}
 
     def _restore(self, ckpt: Path) -> None:
         state, rng = load_trainer_state(ckpt, self.acc.process_index)

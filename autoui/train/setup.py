@@ -113,7 +113,7 @@ def make_train_loader(cfg: TrainConfig, builder: ExampleBuilder, rank: int, worl
     """An endless DataLoader of padded micro-batches for this process, resuming after `skip_batches`."""
     stream = AITWStream(
         cfg.data, transform=builder, accept=builder.accepts, seed=cfg.seed, buffer_size=cfg.shuffle_buffer,
-        sample=cfg.sample, episode_ids=episode_ids(cfg.split_file, cfg.split), repeat=True,
+        sample=cfg.sample, weights=cfg.task_weight, episode_ids=episode_ids(cfg.split_file, cfg.split), repeat=True,
         rank=rank, world_size=world_size, history=cfg.history, plan=cfg.plan)
     stream.skip_batches(skip_batches, cfg.batch_size)
     # a private generator: creating the iterator must not draw from the global RNG that the
