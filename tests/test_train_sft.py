@@ -210,6 +210,27 @@ def test_split_files_select_the_training_episodes(data, tmp_path):
     assert seen == set(ids[:3] + ids[5:7])  # both files' train ids, nothing else (12 batches > 1 epoch)
 
 
+def test_task_weight_reaches_the_training_stream(data, tmp_path):
+    from autoui.data.aitw import read_episodes
+    from autoui.model.config import load_preset
+    from autoui.train.setup import load_tokenizer, make_builder, make_train_loader
+
+    datasets = sorted({ep.dataset for ep in read_episodes([p for p in data["train"].rglob("*-of-*")])})
+    heavy = datasets[0]
+
+    def shares(weights):
+        cfg = TrainConfig(preset="tiny", data=(str(data["train"]),), out=str(tmp_path / "r"), batch_size=4,
+                          shuffle_buffer=8, task_weight=weights)
+        tok = load_tokenizer(cfg)
+        loader = make_train_loader(cfg, make_builder(cfg, tok, load_preset("tiny").with_tokenizer(tok)), 0, 1)
+        keys = [key[0] for batch in itertools.islice(loader, 20) for key in batch["keys"]]
+        by_id = {ep.episode_id: ep.dataset for ep in read_episodes([p for p in data["train"].rglob("*-of-*")])}
+        return sum(by_id[k] == heavy for k in keys) / len(keys)
+
+    base, weighted = shares({}), shares({heavy: 4.0})
+    assert weighted > base + 0.1
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_sft_on_gpu_uses_bf16(data, tmp_path):
