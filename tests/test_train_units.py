@@ -45,23 +45,16 @@ def test_bad_config_is_rejected_with_the_reason(argv, message):
         _parse(argv)
 
 
-@pytest.mark.parametrize("spec, message", [("google_apps", "dataset=fraction"), ("google_apps=2", r"\(0, 1\]"),
-                                           ("google_apps=x", "must be a number")])
-def test_bad_sample_spec_message_reaches_the_user(spec, message, capsys):
+@pytest.mark.parametrize("field, spec, message", [
+    ("sample", "google_apps", "dataset=fraction"), ("sample", "google_apps=2", r"\(0, 1\]"),
+    ("sample", "google_apps=x", "must be a number"), ("task_weight", "click-test", "name=weight"),
+    ("task_weight", "click-test=0", "> 0"), ("task_weight", "click-test=inf", "finite"),
+    ("task_weight", "click-test=x", "must be a number")])
+def test_bad_mix_spec_message_reaches_the_user(field, spec, message, capsys):
     with pytest.raises(TrainConfigError, match=message):
-        TrainConfig(data=("d",), out="r", sample=spec)
+        TrainConfig(data=("d",), out="r", **{field: spec})
     with pytest.raises(SystemExit):
-        _parse(["--data", "d", "--out", "r", "--sample", spec])
-    assert re.search(message, capsys.readouterr().err)
-
-
-@pytest.mark.parametrize("spec, message", [("click-test", "name=weight"), ("click-test=0", "> 0"),
-                                           ("click-test=inf", "finite"), ("click-test=x", "must be a number")])
-def test_bad_task_weight_message_reaches_the_user(spec, message, capsys):
-    with pytest.raises(TrainConfigError, match=message):
-        TrainConfig(data=("d",), out="r", task_weight=spec)
-    with pytest.raises(SystemExit):
-        _parse(["--data", "d", "--out", "r", "--task-weight", spec])
+        _parse(["--data", "d", "--out", "r", "--" + field.replace("_", "-"), spec])
     assert re.search(message, capsys.readouterr().err)
 
 
