@@ -54,10 +54,13 @@ def dataset_key(name: str) -> str:
 
 def keep_episode(episode_id: str, fraction: float) -> bool:
     """True for a stable `fraction` of episode ids (hash-based, independent of seed and process)."""
-    if fraction >= 1.0:
-        return True
-    digest = hashlib.blake2b(str(episode_id).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64 < fraction
+    return fraction >= 1.0 or _unit_hash(str(episode_id)) < fraction
+
+
+def _unit_hash(text: str) -> float:
+    """A stable number in [0, 1) for `text` (the same on every machine, seed and process)."""
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
 
 
 def episode_task(episode_id: str, dataset: str) -> str:
@@ -72,8 +75,7 @@ def copies_of(episode_id: str, weight: float, seed: int, epoch: int) -> int:
     rest = weight - whole
     if rest <= 0.0:
         return whole
-    digest = hashlib.blake2b(f"{seed}:{epoch}:{episode_id}".encode("utf-8"), digest_size=8).digest()
-    return whole + int(int.from_bytes(digest, "big") / 2.0**64 < rest)
+    return whole + int(_unit_hash(f"{seed}:{epoch}:{episode_id}") < rest)
 
 
 def unit_of(rank: int, world_size: int, worker: int, num_workers: int) -> tuple[int, int]:
@@ -192,8 +194,8 @@ class AITWStream(IterableDataset):
     def _check_weights(weights: dict[str, float]) -> dict[str, float]:
         out = {}
         for name, w in weights.items():
-            if not float(w) > 0.0:
-                raise StreamError(f"weight for {name!r} must be > 0, got {w}")
+            if not 0.0 < float(w) < float("inf"):
+                raise StreamError(f"weight for {name!r} must be > 0 and finite, got {w}")
             out[dataset_key(name)] = float(w)
         return out
 
@@ -235,8 +237,9 @@ class AITWStream(IterableDataset):
                 seen += 1
                 if (by_episode and (seen - 1) % units != unit) or not self._keep(episode):
                     continue
-                samples = make_samples(episode, history=self.history, plan=self.plan)
-                for _ in range(self._copies(episode, epoch)):
+                copies = self._copies(episode, epoch)
+                samples = make_samples(episode, history=self.history, plan=self.plan) if copies else []
+                for _ in range(copies):
                     for s in samples:
                         if self.accept is None or self.accept(s):
                             yield s

@@ -29,44 +29,35 @@ def _check(cond: bool, msg: str) -> None:
         raise TrainConfigError(msg)
 
 
+def _name_values(spec: str | dict[str, float], flag: str, form: str) -> list[tuple[str, float]]:
+    """"a=1,b=0.5" (or a dict) -> [(name, number)]; a malformed part or value is a TrainConfigError."""
+    items = list(spec.items()) if isinstance(spec, dict) else [part.partition("=")[::2] for part in str(spec).split(",")]
+    out = []
+    for name, value in items:
+        name = str(name).strip()
+        _check(bool(name) and str(value).strip() != "", f"{flag} expects {form}[,{form}...], got {spec!r}")
+        try:
+            out.append((name, float(value)))
+        except ValueError:
+            raise TrainConfigError(f"{flag} value for {name!r} must be a number, got {value!r}") from None
+    return out
+
+
 def parse_sample_spec(spec: str | dict[str, float] | None) -> dict[str, float]:
     """Parse "google_apps=0.1,install=0.5" into {dataset: keep fraction}; fractions in (0, 1]."""
-    if not spec:
-        return {}
-    if isinstance(spec, dict):
-        items = list(spec.items())
-    else:
-        items = []
-        for part in str(spec).split(","):
-            name, sep, frac = part.partition("=")
-            _check(bool(sep) and name.strip() and frac.strip(),
-                   f"--sample expects dataset=fraction[,dataset=fraction...], got {part!r}")
-            try:
-                items.append((name.strip(), float(frac)))
-            except ValueError:
-                raise TrainConfigError(f"--sample fraction for {name.strip()!r} must be a number, got {frac!r}") from None
     out: dict[str, float] = {}
-    for name, frac in items:
-        _check(0.0 < float(frac) <= 1.0, f"--sample fraction for {name!r} must be in (0, 1], got {frac}")
-        out[str(name)] = float(frac)
+    for name, frac in _name_values(spec, "--sample", "dataset=fraction") if spec else []:
+        _check(0.0 < frac <= 1.0, f"--sample fraction for {name!r} must be in (0, 1], got {frac}")
+        out[name] = frac
     return out
 
 
 def parse_weight_spec(spec: str | dict[str, float] | None) -> dict[str, float]:
-    """Parse "click-tab-2=2,click-test=0.5" into {task or dataset: weight}; weights > 0."""
-    if not spec:
-        return {}
-    items = list(spec.items()) if isinstance(spec, dict) else [part.partition("=")[::2] for part in str(spec).split(",")]
+    """Parse "click-tab-2=2,click-test=0.5" into {task or dataset: weight}; weights > 0 and finite."""
     out: dict[str, float] = {}
-    for name, w in items:
-        name = str(name).strip()
-        _check(bool(name) and str(w).strip() != "", f"--task-weight expects name=weight[,name=weight...], got {spec!r}")
-        try:
-            value = float(w)
-        except ValueError:
-            raise TrainConfigError(f"--task-weight for {name!r} must be a number, got {w!r}") from None
-        _check(value > 0.0 and value < float("inf"), f"--task-weight for {name!r} must be > 0 and finite, got {w}")
-        out[name] = value
+    for name, weight in _name_values(spec, "--task-weight", "name=weight") if spec else []:
+        _check(0.0 < weight < float("inf"), f"--task-weight for {name!r} must be > 0 and finite, got {weight}")
+        out[name] = weight
     return out
 
 
