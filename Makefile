@@ -42,6 +42,8 @@ demo: install
 # steps on them. It started from the shipped fp16 copy of stage 3. Later $(SFT) flags override earlier ones.
 # Stage 6 (2026-12-05) adds 800 more episodes (seeds 320..1119) of the eleven tasks below, whose taps
 # missed most often, and trains 2,400 steps on old + new demonstrations in bf16 (docs/train.md section 13).
+# Stage 7 (2026-12-05) adds 600 more episodes (seeds 1120..1719) of those tasks plus use-spinner and
+# login-user, and trains 4,800 steps from stage 6 on all three sets (docs/train.md section 14).
 HARD_TASKS := click-test-2,click-shape,click-option,click-button,click-link,click-checkboxes,click-tab-2,navigate-tree,click-button-sequence,click-widget,identify-shape
 # Augmentation (--augment-shift, --augment-text: docs/train.md section 6) is not part of the recipe.
 SFT := OMP_NUM_THREADS=2 $(BIN)/python train/sft.py --data data/miniwob/train --val-data data/miniwob/heldout \
@@ -65,7 +67,13 @@ default-model: install
 	$(SFT) --data data/miniwob-area/train,data/miniwob-area/extra --val-data data/miniwob-area/heldout \
 	    --init runs/miniwob-area/final --out runs/miniwob-area-more --steps 2400 --lr 3e-4 --warmup 50 --seed 6 \
 	    --augment-read 0.25 --box-text-weight 0.2 --precision bf16
-	$(BIN)/python train/ship_model.py runs/miniwob-area-more/final
+	$(BIN)/autoui collect miniwob --suite default --tasks $(HARD_TASKS),use-spinner,login-user --episodes 600 \
+	    --seed 1120 --out data/miniwob-area/extra2 --workers 2 --view area
+	$(SFT) --data data/miniwob-area/train,data/miniwob-area/extra,data/miniwob-area/extra2 \
+	    --val-data data/miniwob-area/heldout --init runs/miniwob-area-more/final --out runs/miniwob-area-s7 \
+	    --steps 4800 --save-every 800 --lr 2.5e-4 --warmup 50 --seed 8 \
+	    --augment-read 0.25 --box-text-weight 0.2 --precision bf16
+	$(BIN)/python train/ship_model.py runs/miniwob-area-s7/final
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
