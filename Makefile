@@ -43,7 +43,8 @@ demo: install
 # Stage 6 (2026-12-05) adds 800 more episodes (seeds 320..1119) of the eleven tasks below, whose taps
 # missed most often, and trains 2,400 steps on old + new demonstrations in bf16 (docs/train.md section 13).
 # Stage 7 (2026-12-05) adds 600 more episodes (seeds 1120..1719) of those tasks plus use-spinner and
-# login-user, and trains 4,800 steps from stage 6 on all three sets (docs/train.md section 14).
+# login-user, and trains 4,800 steps from stage 6 on all three sets, then stage 8 1,600 more at a lower lr
+# (docs/train.md section 14).
 HARD_TASKS := click-test-2,click-shape,click-option,click-button,click-link,click-checkboxes,click-tab-2,navigate-tree,click-button-sequence,click-widget,identify-shape
 # Augmentation (--augment-shift, --augment-text: docs/train.md section 6) is not part of the recipe.
 SFT := OMP_NUM_THREADS=2 $(BIN)/python train/sft.py --data data/miniwob/train --val-data data/miniwob/heldout \
@@ -73,7 +74,11 @@ default-model: install
 	    --val-data data/miniwob-area/heldout --init runs/miniwob-area-more/final --out runs/miniwob-area-s7 \
 	    --steps 4800 --save-every 800 --lr 2.5e-4 --warmup 50 --seed 8 \
 	    --augment-read 0.25 --box-text-weight 0.2 --precision bf16
-	$(BIN)/python train/ship_model.py runs/miniwob-area-s7/final
+	$(SFT) --data data/miniwob-area/train,data/miniwob-area/extra,data/miniwob-area/extra2 \
+	    --val-data data/miniwob-area/heldout --init runs/miniwob-area-s7/final --out runs/miniwob-area-s8 \
+	    --steps 1600 --save-every 800 --lr 1.5e-4 --warmup 30 --seed 9 \
+	    --augment-read 0.25 --box-text-weight 0.2 --precision bf16
+	$(BIN)/python train/ship_model.py runs/miniwob-area-s8/final
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
