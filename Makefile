@@ -50,6 +50,9 @@ HARD_TASKS := click-test-2,click-shape,click-option,click-button,click-link,clic
 SFT := OMP_NUM_THREADS=2 $(BIN)/python train/sft.py --data data/miniwob/train --val-data data/miniwob/heldout \
 	--batch-size 32 --fmt compact --workers 0 --save-every 400 --val-max-steps 150 \
 	--grounding-weight 1 --grounding-layers 1,2 --grounding-readout
+# Stages 6-8: the area-view demonstrations, stage 3's reading losses, bf16.
+AREA_SFT := $(SFT) --val-data data/miniwob-area/heldout --augment-read 0.25 --box-text-weight 0.2 --precision bf16
+AREA_MIX := data/miniwob-area/train,data/miniwob-area/extra,data/miniwob-area/extra2
 default-model: install
 	$(BIN)/autoui collect miniwob --suite default --episodes 320 --seed 0 --out data/miniwob/train --workers 2
 	$(BIN)/autoui collect miniwob --suite default --episodes 24 --seed 500000 --out data/miniwob/heldout --workers 2
@@ -65,19 +68,14 @@ default-model: install
 	    --augment-read 0.25 --box-text-weight 0.2
 	$(BIN)/autoui collect miniwob --suite default --tasks $(HARD_TASKS) --episodes 800 --seed 320 \
 	    --out data/miniwob-area/extra --workers 2 --view area
-	$(SFT) --data data/miniwob-area/train,data/miniwob-area/extra --val-data data/miniwob-area/heldout \
-	    --init runs/miniwob-area/final --out runs/miniwob-area-more --steps 2400 --lr 3e-4 --warmup 50 --seed 6 \
-	    --augment-read 0.25 --box-text-weight 0.2 --precision bf16
+	$(AREA_SFT) --data data/miniwob-area/train,data/miniwob-area/extra --init runs/miniwob-area/final \
+	    --out runs/miniwob-area-more --steps 2400 --lr 3e-4 --warmup 50 --seed 6
 	$(BIN)/autoui collect miniwob --suite default --tasks $(HARD_TASKS),use-spinner,login-user --episodes 600 \
 	    --seed 1120 --out data/miniwob-area/extra2 --workers 2 --view area
-	$(SFT) --data data/miniwob-area/train,data/miniwob-area/extra,data/miniwob-area/extra2 \
-	    --val-data data/miniwob-area/heldout --init runs/miniwob-area-more/final --out runs/miniwob-area-s7 \
-	    --steps 4800 --save-every 800 --lr 2.5e-4 --warmup 50 --seed 8 \
-	    --augment-read 0.25 --box-text-weight 0.2 --precision bf16
-	$(SFT) --data data/miniwob-area/train,data/miniwob-area/extra,data/miniwob-area/extra2 \
-	    --val-data data/miniwob-area/heldout --init runs/miniwob-area-s7/final --out runs/miniwob-area-s8 \
-	    --steps 1600 --save-every 800 --lr 1.5e-4 --warmup 30 --seed 9 \
-	    --augment-read 0.25 --box-text-weight 0.2 --precision bf16
+	$(AREA_SFT) --data $(AREA_MIX) --init runs/miniwob-area-more/final --out runs/miniwob-area-s7 \
+	    --steps 4800 --save-every 800 --lr 2.5e-4 --warmup 50 --seed 8
+	$(AREA_SFT) --data $(AREA_MIX) --init runs/miniwob-area-s7/final --out runs/miniwob-area-s8 \
+	    --steps 1600 --save-every 800 --lr 1.5e-4 --warmup 30 --seed 9
 	$(BIN)/python train/ship_model.py runs/miniwob-area-s8/final
 
 clean:
