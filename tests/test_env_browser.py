@@ -247,6 +247,54 @@ def test_observation_waits_for_a_css_transition(env, site):
 
 
 @needs_chromium
+def test_an_overdue_page_timer_is_not_rest(env, site):
+    """A starved renderer: the page's timer is due but its main thread is held (here by a busy
+    loop), so the DOM has not changed for longer than the quiet window. The change is late,
+    not absent: the page is not at rest (this let a sliding box be observed mid-way in CI)."""
+    from autoui.envs.page_rest import AT_REST_JS
+
+    env.use_viewport("desktop")
+    env.reset(site + "grid.html")
+    since = env.page.evaluate("performance.now()")
+    starved = """([js, since]) => {
+      const atRest = (0, eval)(js);
+      setTimeout(() => { document.body.dataset.late = '1'; }, 5);
+      const t = performance.now(); while (performance.now() - t < 60) {}
+      return [atRest([since, 25]), window.__autouiRest.overdue()];
+    }"""
+    assert env.page.evaluate(starved, [AT_REST_JS, since]) == [False, True]
+    assert env.wait_for_rest() is True
+    assert env.page.evaluate("document.body.dataset.late") == "1"  # it ran before rest was called
+    # a timer due later (a popup in 5 s) is not waited for
+    env.page.evaluate("window.__later = setTimeout(() => { document.body.dataset.popup = '1'; }, 5000)")
+    assert env.page.evaluate("window.__autouiRest.overdue()") is False
+    assert env.wait_for_rest() is True
+    env.page.evaluate("clearTimeout(window.__later)")
+
+
+@needs_chromium
+def test_watched_page_timers_behave_as_the_page_expects(env, site):
+    env.use_viewport("desktop")
+    env.reset(site + "grid.html")
+    out = env.page.evaluate("""async () => {
+      const out = {};
+      out.args = await new Promise(r => setTimeout((a, b) => r([a, b]), 1, 'x', 2));
+      out.ticks = await new Promise(r => { let n = 0; const id = setInterval(() => {
+        if (++n === 3) { clearTimeout(id); r(n); } }, 1); });  // ids are shared: clearTimeout stops it
+      window.__s = 0; setTimeout("window.__s = 7", 0);  // a string handler still runs
+      await new Promise(r => setTimeout(r, 30)); out.string = window.__s;
+      out.stamp = typeof await new Promise(r => requestAnimationFrame(r));
+      let ran = false; cancelAnimationFrame(requestAnimationFrame(() => { ran = true; }));
+      await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); out.cancelled = !ran;
+      try { requestAnimationFrame(5); } catch (e) { out.error = e.name; }
+      out.overdue = window.__autouiRest.overdue();  // nothing left pending
+      return out;
+    }""")
+    assert out == {"args": ["x", 2], "ticks": 3, "string": 7, "stamp": "number", "cancelled": True,
+                   "error": "TypeError", "overdue": False}
+
+
+@needs_chromium
 def test_rest_ignores_endless_animations_and_gives_up_at_the_cap(env, site):
     from dataclasses import replace
 
@@ -255,9 +303,9 @@ def test_rest_ignores_endless_animations_and_gives_up_at_the_cap(env, site):
     cfg = env.config
     assert env.wait_for_rest() is True  # the endless spinner alone never counts as "still animating"
     try:
-        # a 100 ms quiet window: a renderer stalled for 25 ms on a loaded 2-core machine could
-        # otherwise let the clock look quiet for a moment (seen once in fresh-check)
-        env.config = replace(cfg, settle_cap_ms=300, settle_quiet_ms=100)
+        # the default 25 ms quiet window: a renderer stalled on a loaded machine makes the 5 ms
+        # clock late, and a late tick is an overdue timer, not a quiet page
+        env.config = replace(cfg, settle_cap_ms=300)
         obs = env.step(Action.tap(0.3, 0.5))  # starts the 5 ms clock: the DOM never rests
         assert obs.width == 1280  # observed anyway, after the cap
         assert env.wait_for_rest() is False
@@ -275,7 +323,7 @@ def test_a_still_page_is_not_waited_for(env, site):
     env.screenshot()
     # nothing changed since the action's turn and the screenshot took longer than the quiet
     # window (else the at-rest check asks for a wait, which is what it is for)
-    from autoui.envs.browser import AT_REST_JS
+    from autoui.envs.page_rest import AT_REST_JS
 
     assert env.page.evaluate(AT_REST_JS, [since, 0]) is True
     env.page.evaluate("document.body.dataset.x = '1'")  # a change after `since`

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
@@ -28,6 +27,7 @@ from autoui.actions import Action, ActionType
 from autoui.envs import chromium
 from autoui.envs.base import BrowserCrashed, EnvError, Environment, Observation
 from autoui.envs.dom import annotations, list_elements
+from autoui.envs.page_rest import AT_REST_JS, SETTLE_JS, TURN_JS, watch_script
 
 log = logging.getLogger("autoui.envs.browser")
 
@@ -58,52 +58,6 @@ VISUAL_VIEWPORT_JS = (
     "() => { const v = window.visualViewport;"
     " return v ? [v.offsetLeft, v.offsetTop, v.width, v.height] : [0, 0, innerWidth, innerHeight]; }"
 )
-# Installed in every document before its own scripts: remembers when the DOM last changed,
-# so the environment can tell a page that is still animating from script (jQuery's 13 ms
-# timers, rAF loops) from one that has come to rest.
-MUTATION_WATCH_JS = """
-(() => {
-  const ignore = %s;  // changes inside these elements do not count (a clock outside the observed region)
-  const counts = (m) => !ignore || !(m.target.nodeType === 1 ? m.target : m.target.parentElement)?.closest(ignore);
-  const mark = (list) => { if (list.some(counts)) window.__autouiMutatedAt = performance.now(); };
-  new MutationObserver(mark).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
-})();
-"""
-_RUNNING_JS = """const finite = (a) => { const t = a.effect && a.effect.getComputedTiming(); return t && isFinite(t.endTime); };
-  const animating = () => document.getAnimations().some((a) => a.playState === 'running' && finite(a));
-  const last = () => window.__autouiMutatedAt ?? -Infinity;"""
-# Let the page run what the action queued (microtasks, a setTimeout(0) turn) and wait `frames`
-# animation frames, capped at `cap` ms. Returns [page clock, a finite CSS animation or transition
-# is running]: the clock starts the window in which the page must not change for the screenshot
-# taken next to count as at rest.
-TURN_JS = """([frames, cap]) => new Promise(r => {
-  """ + _RUNNING_JS + """
-  const done = () => r([performance.now(), animating()]);
-  setTimeout(done, cap);
-  const frame = (n) => n <= 0 ? done() : requestAnimationFrame(() => frame(n - 1));
-  setTimeout(() => frame(frames), 0);
-})"""
-# After a screenshot: was the page at rest while it was taken? No DOM change since `since`,
-# at least `quiet` ms since then, and no finite CSS animation or transition running.
-AT_REST_JS = """([since, quiet]) => {
-  """ + _RUNNING_JS + """
-  return last() < since && performance.now() - since >= quiet && !animating();
-}"""
-# Wait until the page is at rest: no DOM change for `quiet` ms and no finite CSS animation or
-# transition running (endless ones, like a spinner, never end and are not waited for). Capped
-# at `cap` ms: resolves true at rest, false at the cap.
-SETTLE_JS = """([cap, quiet]) => new Promise(r => {
-  """ + _RUNNING_JS + """
-  const t0 = performance.now();
-  const check = () => {
-    const now = performance.now();
-    if (now - last() >= quiet && now - t0 >= quiet && !animating()) return r(true);
-    if (now - t0 >= cap) return r(false);
-    setTimeout(check, 4);
-  };
-  check();
-})"""
-
 
 @dataclass(frozen=True)
 class Viewport:
@@ -193,7 +147,7 @@ class BrowserEnv(Environment):
             viewport={"width": vp.width, "height": vp.height}, device_scale_factor=vp.device_scale_factor,
             is_mobile=vp.is_mobile, has_touch=vp.has_touch,
         )
-        self._context.add_init_script(MUTATION_WATCH_JS % json.dumps(self.config.settle_ignore or None))
+        self._context.add_init_script(watch_script(self.config.settle_ignore))
         self.page = self._context.new_page()
         self.page.on("crash", lambda _p: self._mark_crashed("page crashed"))
         self.page.on("framenavigated", self._on_navigated)
