@@ -45,6 +45,9 @@ demo: install
 # Stage 7 (2026-12-05) adds 600 more episodes (seeds 1120..1719) of those tasks plus use-spinner and
 # login-user, and trains 4,800 steps from stage 6 on all three sets, then stage 8 1,600 more at a lower lr
 # (docs/train.md section 14).
+# Stage 9 (2026-12-05) trains 4,000 steps from stage 8 on fresh episodes only: 600 more of those 13 tasks
+# (seeds 1720..2319) and 160 of every task (seeds 2400..2559) (docs/train.md section 15; the shipped run
+# started from stage 8's fp16 copy, models/default-model, as the local fp32 run was gone).
 HARD_TASKS := click-test-2,click-shape,click-option,click-button,click-link,click-checkboxes,click-tab-2,navigate-tree,click-button-sequence,click-widget,identify-shape
 # Augmentation (--augment-shift, --augment-text: docs/train.md section 6) is not part of the recipe.
 SFT := OMP_NUM_THREADS=2 $(BIN)/python train/sft.py --data data/miniwob/train --val-data data/miniwob/heldout \
@@ -76,7 +79,13 @@ default-model: install
 	    --steps 4800 --save-every 800 --lr 2.5e-4 --warmup 50 --seed 8
 	$(AREA_SFT) --data $(AREA_MIX) --init runs/miniwob-area-s7/final --out runs/miniwob-area-s8 \
 	    --steps 1600 --save-every 800 --lr 1.5e-4 --warmup 30 --seed 9
-	$(BIN)/python train/ship_model.py runs/miniwob-area-s8/final
+	$(BIN)/autoui collect miniwob --suite default --tasks $(HARD_TASKS),use-spinner,login-user --episodes 600 \
+	    --seed 1720 --out data/miniwob-area/extra3 --workers 2 --view area
+	$(BIN)/autoui collect miniwob --suite default --episodes 160 --seed 2400 --out data/miniwob-area/extra4 \
+	    --workers 2 --view area
+	$(AREA_SFT) --data data/miniwob-area/extra3,data/miniwob-area/extra4 --init runs/miniwob-area-s8/final \
+	    --out runs/miniwob-area-s9 --steps 4000 --save-every 800 --lr 2e-4 --warmup 50 --seed 10
+	$(BIN)/python train/ship_model.py runs/miniwob-area-s9/final
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
