@@ -47,7 +47,8 @@ demo: install
 # (docs/train.md section 14).
 # Stage 9 (2026-12-05) trains 4,000 steps from stage 8 on fresh episodes only: 600 more of those 13 tasks
 # (seeds 1720..2319) and 160 of every task (seeds 2400..2559) (docs/train.md section 15; the shipped run
-# started from stage 8's fp16 copy, models/default-model, as the local fp32 run was gone).
+# started from stage 8's fp16 copy, models/default-model, as the local fp32 run was gone); stage 10 1,600 more
+# steps on the same data at a lower lr.
 HARD_TASKS := click-test-2,click-shape,click-option,click-button,click-link,click-checkboxes,click-tab-2,navigate-tree,click-button-sequence,click-widget,identify-shape
 # Augmentation (--augment-shift, --augment-text: docs/train.md section 6) is not part of the recipe.
 SFT := OMP_NUM_THREADS=2 $(BIN)/python train/sft.py --data data/miniwob/train --val-data data/miniwob/heldout \
@@ -85,7 +86,9 @@ default-model: install
 	    --workers 2 --view area
 	$(AREA_SFT) --data data/miniwob-area/extra3,data/miniwob-area/extra4 --init runs/miniwob-area-s8/final \
 	    --out runs/miniwob-area-s9 --steps 4000 --save-every 800 --lr 2e-4 --warmup 50 --seed 10
-	$(BIN)/python train/ship_model.py runs/miniwob-area-s9/final
+	$(AREA_SFT) --data data/miniwob-area/extra3,data/miniwob-area/extra4 --init runs/miniwob-area-s9/final \
+	    --out runs/miniwob-area-s10 --steps 1600 --save-every 800 --lr 1e-4 --warmup 30 --seed 11
+	$(BIN)/python train/ship_model.py runs/miniwob-area-s10/final
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
