@@ -54,9 +54,10 @@ HARD_TASKS := click-test-2,click-shape,click-option,click-button,click-link,clic
 SFT := OMP_NUM_THREADS=2 $(BIN)/python train/sft.py --data data/miniwob/train --val-data data/miniwob/heldout \
 	--batch-size 32 --fmt compact --workers 0 --save-every 400 --val-max-steps 150 \
 	--grounding-weight 1 --grounding-layers 1,2 --grounding-readout
-# Stages 6-8: the area-view demonstrations, stage 3's reading losses, bf16.
+# Stages 6-10: the area-view demonstrations, stage 3's reading losses, bf16. Stages 9 and 10 train on FRESH_MIX alone.
 AREA_SFT := $(SFT) --val-data data/miniwob-area/heldout --augment-read 0.25 --box-text-weight 0.2 --precision bf16
 AREA_MIX := data/miniwob-area/train,data/miniwob-area/extra,data/miniwob-area/extra2
+FRESH_MIX := data/miniwob-area/extra3,data/miniwob-area/extra4
 default-model: install
 	$(BIN)/autoui collect miniwob --suite default --episodes 320 --seed 0 --out data/miniwob/train --workers 2
 	$(BIN)/autoui collect miniwob --suite default --episodes 24 --seed 500000 --out data/miniwob/heldout --workers 2
@@ -84,9 +85,9 @@ default-model: install
 	    --seed 1720 --out data/miniwob-area/extra3 --workers 2 --view area
 	$(BIN)/autoui collect miniwob --suite default --episodes 160 --seed 2400 --out data/miniwob-area/extra4 \
 	    --workers 2 --view area
-	$(AREA_SFT) --data data/miniwob-area/extra3,data/miniwob-area/extra4 --init runs/miniwob-area-s8/final \
+	$(AREA_SFT) --data $(FRESH_MIX) --init runs/miniwob-area-s8/final \
 	    --out runs/miniwob-area-s9 --steps 4000 --save-every 800 --lr 2e-4 --warmup 50 --seed 10
-	$(AREA_SFT) --data data/miniwob-area/extra3,data/miniwob-area/extra4 --init runs/miniwob-area-s9/final \
+	$(AREA_SFT) --data $(FRESH_MIX) --init runs/miniwob-area-s9/final \
 	    --out runs/miniwob-area-s10 --steps 1600 --save-every 800 --lr 1e-4 --warmup 30 --seed 11
 	$(BIN)/python train/ship_model.py runs/miniwob-area-s10/final
 

@@ -10,8 +10,8 @@ would call the page still half-way through the slide. A timer that is overdue is
 page has queued and not yet run, so the page cannot be at rest. Timers due later (a popup
 in two seconds) are not waited for; the environment caps every wait anyway.
 
-`WATCH_JS` is installed in every document before its own scripts (`add_init_script`, with
-a JSON selector or null substituted for `%s`); the others are `page.evaluate` functions.
+`watch_script()` is installed in every document before its own scripts (`add_init_script`);
+the other scripts are `page.evaluate` functions.
 They keep the page's originals of setTimeout and requestAnimationFrame for their own waits,
 so the checks never count themselves.
 """
@@ -83,6 +83,7 @@ _RUNNING_JS = """const rest = window.__autouiRest;
   const overdue = () => rest ? rest.overdue() : false;
   const finite = (a) => { const t = a.effect && a.effect.getComputedTiming(); return t && isFinite(t.endTime); };
   const animating = () => document.getAnimations().some((a) => a.playState === 'running' && finite(a));
+  const busy = () => animating() || overdue();  // still moving, whatever the DOM clock says
   const last = () => window.__autouiMutatedAt ?? -Infinity;"""
 
 # Let the page run what the action queued (microtasks, a setTimeout(0) turn) and wait `frames`
@@ -101,7 +102,7 @@ TURN_JS = """([frames, cap]) => new Promise(r => {
 # at least `quiet` ms since then, no finite CSS animation running and no page timer overdue.
 AT_REST_JS = """([since, quiet]) => {
   """ + _RUNNING_JS + """
-  return last() < since && performance.now() - since >= quiet && !animating() && !overdue();
+  return last() < since && performance.now() - since >= quiet && !busy();
 }"""
 
 # Wait until the page is at rest: no DOM change for `quiet` ms, no finite CSS animation or
@@ -112,7 +113,7 @@ SETTLE_JS = """([cap, quiet]) => new Promise(r => {
   const t0 = performance.now();
   const check = () => {
     const now = performance.now();
-    if (now - last() >= quiet && now - t0 >= quiet && !animating() && !overdue()) return r(true);
+    if (now - last() >= quiet && now - t0 >= quiet && !busy()) return r(true);
     if (now - t0 >= cap) return r(false);
     later(check, 4);
   };
