@@ -34,3 +34,38 @@ def pytest_collection_modifyitems(config, items):
     why = _chromium_missing() if browser else ""
     for item in browser if why else ():
         item.add_marker(pytest.mark.skip(reason=why))
+
+
+@pytest.fixture
+def train_script():
+    """Load a script from train/ by file name (train/ is not a package): `train_script("grow_model.py")`."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "train" / name
+        spec = importlib.util.spec_from_file_location(f"autoui_test_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path):
+    """A saved tiny-preset model (seed 0) that learned on the area view: tmp_path / "src"."""
+    import json
+
+    import torch
+
+    from autoui.model.config import load_preset
+    from autoui.model.tokenizer import ActionTokenizer
+    from autoui.model.vlm import AutoUIModel
+
+    tok = ActionTokenizer.load()
+    torch.manual_seed(0)
+    src = tmp_path / "src"
+    AutoUIModel(load_preset("tiny").with_tokenizer(tok)).save_pretrained(src, tokenizer=tok)
+    (src / "screen.json").write_text(json.dumps({"view": "area", "scale": 1.0}))
+    return src

@@ -2,20 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from autoui.model.config import load_preset
-from autoui.model.tokenizer import ActionTokenizer
 from autoui.model.vision import VisionEncoder, repatch
 from autoui.model.vlm import AutoUIModel
-
-SCRIPT = Path(__file__).resolve().parents[1] / "train" / "repatch_model.py"
-
 
 def _tower(variant: str = "siglip") -> VisionEncoder:
     torch.manual_seed(0)
@@ -57,15 +51,9 @@ def test_repatch_refuses_sizes_that_do_not_divide():
             repatch(old, bad)
 
 
-def test_repatch_model_script_writes_a_loadable_model_with_more_image_tokens(tmp_path, capsys):
-    tok = ActionTokenizer.load()
-    torch.manual_seed(0)
-    src = tmp_path / "src"
-    AutoUIModel(load_preset("tiny").with_tokenizer(tok)).save_pretrained(src, tokenizer=tok)
-    (src / "screen.json").write_text(json.dumps({"view": "area", "scale": 1.0}))
-    spec = importlib.util.spec_from_file_location("autoui_test_repatch_model", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_repatch_model_script_writes_a_loadable_model_with_more_image_tokens(tmp_path, capsys, train_script,
+                                                                             tiny_model_dir):
+    src, script = tiny_model_dir, train_script("repatch_model.py")
     assert script.main([str(src), "--patch", "4", "--out", str(tmp_path / "p4")]) == 0
     assert "64 image tokens (was 16)" in capsys.readouterr().out
     model = AutoUIModel.from_pretrained(tmp_path / "p4")
