@@ -80,6 +80,10 @@ def test_grow_refuses_bad_counts_and_unused_vision_layers():
     with pytest.raises(ValueError, match="never be used"):
         grow_depth(penultimate, vision_layers=1)
     grow_depth(penultimate, decoder_layers=1)  # the decoder can still grow
+    n = load_preset("tiny").vision.num_layers  # the last layer named from the front follows the growth
+    counted = _model(dataclasses.replace(load_preset("tiny"), feature_layer=n))
+    grow_depth(counted, vision_layers=2)
+    assert counted.config.feature_layer == n + 2 == counted.config.num_vision_layers_used
 
 
 def test_grow_model_script_writes_a_loadable_deeper_model(tmp_path, capsys, train_script, tiny_model_dir):

@@ -58,5 +58,7 @@ def grow_depth(model: AutoUIModel, decoder_layers: int = 0, vision_layers: int =
     decoder = dataclasses.replace(cfg.decoder, num_layers=cfg.decoder.num_layers + decoder_layers)
     vision = dataclasses.replace(cfg.vision, num_layers=cfg.vision.num_layers + vision_layers)
     model.decoder.config, model.vision.config = decoder, vision
-    model.config = dataclasses.replace(cfg, decoder=decoder, vision=vision)
+    # a positive feature_layer counts from the front: point it at the new last layer
+    feature_layer = vision.num_layers if cfg.feature_layer >= 0 else cfg.feature_layer
+    model.config = dataclasses.replace(cfg, decoder=decoder, vision=vision, feature_layer=feature_layer)
     return model
