@@ -11,24 +11,18 @@ from autoui.model.config import load_preset
 from autoui.model.grow import grow_depth
 from autoui.model.vlm import AutoUIModel
 from autoui.runtime.engine import Engine, EngineConfig, Request
-
+from tests.test_runtime_engine import _model as varied_model  # tiny weights scaled up: varied greedy outputs
+from tests.test_runtime_engine import _requests as requests
 
 
 def _model(cfg=None) -> AutoUIModel:
-    torch.manual_seed(0)
-    model = AutoUIModel(cfg or load_preset("tiny")).eval()
-    with torch.no_grad():  # larger weights than the init: varied greedy outputs
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.mul_(8)
-    return model
+    return varied_model(cfg or load_preset("tiny"))
 
 
-def _inputs(cfg, n_text=9):
-    g = torch.Generator().manual_seed(3)
-    text = torch.randint(5, cfg.decoder.vocab_size, (n_text,), generator=g).tolist()
-    ids = torch.tensor([[cfg.bos_token_id] + [cfg.image_token_id] * cfg.num_image_tokens + text])
-    return torch.randn(1, 3, cfg.image_size, cfg.image_size, generator=g), ids
+def _inputs(cfg):
+    """One prompt (9 text tokens) and its screenshot, batched: pixel_values [1, 3, S, S], input_ids [1, T]."""
+    ids, px = requests(cfg, [9], seed=3)[0]
+    return px[None], torch.tensor([ids])
 
 
 def test_grown_model_computes_what_the_original_did():

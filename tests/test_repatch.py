@@ -11,6 +11,7 @@ from autoui.model.config import load_preset
 from autoui.model.vision import VisionEncoder, repatch
 from autoui.model.vlm import AutoUIModel
 
+
 def _tower(variant: str = "siglip") -> VisionEncoder:
     torch.manual_seed(0)
     vision = VisionEncoder(dataclasses.replace(load_preset("tiny").vision, variant=variant))  # 32 px, patch 8

@@ -10,7 +10,6 @@ model underfits its own training screens (docs/train.md section 16).
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -21,8 +20,8 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 from autoui.data.screen import SCREEN_FILE
 from autoui.model.grow import grow_depth
-from autoui.model.tokenizer import ActionTokenizer
 from autoui.model.vlm import AutoUIModel
+from autoui.model.weights import save_derived
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,9 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         grow_depth(model, args.decoder_layers, args.vision_layers)
     except ValueError as exc:
         raise SystemExit(f"{src}: {exc}") from exc
-    model.save_pretrained(out, tokenizer=ActionTokenizer.load(src))
-    if (src / SCREEN_FILE).is_file():  # the screens it learned on stay the screens it expects
-        shutil.copy(src / SCREEN_FILE, out / SCREEN_FILE)
+    save_derived(model, src, out, sidecars=[SCREEN_FILE])  # the screens it learned on stay the ones it expects
     after = (model.config.decoder.num_layers, model.config.vision.num_layers)
     print(f"{out}: decoder {before[0]} -> {after[0]} layers, vision {before[1]} -> {after[1]} layers")
     return 0

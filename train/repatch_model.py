@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import sys
 from pathlib import Path
 
@@ -22,9 +21,9 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autoui.data.screen import SCREEN_FILE
-from autoui.model.tokenizer import ActionTokenizer
 from autoui.model.vision import repatch
 from autoui.model.vlm import AutoUIModel
+from autoui.model.weights import save_derived
 
 
 def repatch_model(model: AutoUIModel, patch_size: int) -> AutoUIModel:
@@ -47,9 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         repatch_model(model, args.patch)
     except ValueError as exc:
         raise SystemExit(f"{src}: {exc}") from exc
-    model.save_pretrained(out, tokenizer=ActionTokenizer.load(src))
-    if (src / SCREEN_FILE).is_file():  # the screens it learned on stay the screens it expects
-        shutil.copy(src / SCREEN_FILE, out / SCREEN_FILE)
+    save_derived(model, src, out, sidecars=[SCREEN_FILE])  # the screens it learned on stay the ones it expects
     print(f"{out}: patch {args.patch}, {model.config.num_image_tokens} image tokens (was {before})")
     return 0
 

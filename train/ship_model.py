@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from autoui.data.screen import SCREEN_FILE
-from autoui.model.tokenizer import ActionTokenizer
 from autoui.model.vlm import AutoUIModel
+from autoui.model.weights import save_derived
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,13 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     src, out = Path(args.run_final), Path(args.out)
     model = AutoUIModel.from_pretrained(src, dtype=getattr(torch, args.dtype))
-    tokenizer = ActionTokenizer.load(src)
     if out.exists():
         shutil.rmtree(out)
-    model.save_pretrained(out, tokenizer=tokenizer)
-    for name in ("train_config.json", SCREEN_FILE):  # the recipe; the screens it learned on
-        if (src / name).is_file():
-            shutil.copy(src / name, out / name)
+    save_derived(model, src, out, sidecars=["train_config.json", SCREEN_FILE])  # the recipe; the screens it learned on
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"shipped {model.num_parameters():,} parameters ({args.dtype}) to {out}: {size:.1f} MiB")
     return 0

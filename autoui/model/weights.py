@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -53,6 +54,22 @@ def save_model(model: AutoUIModel, directory: str | Path, tokenizer: Any = None)
     if tokenizer is not None:
         tokenizer.save(directory)
     log.info("saved %s model (%d params) to %s", model.config.preset, model.num_parameters(), directory)
+    return directory
+
+
+def save_derived(model: AutoUIModel, source: str | Path, directory: str | Path, sidecars: Iterable[str] = ()) -> Path:
+    """Save `model`, made from the model directory `source`, to `directory` with `source`'s tokenizer.
+
+    Each file named in `sidecars` that `source` has is copied along (e.g. `screen.json`, the screens
+    the model learned on, and `train_config.json`, its recipe).
+    """
+    from autoui.model.tokenizer import ActionTokenizer
+
+    source = Path(source)
+    directory = save_model(model, directory, tokenizer=ActionTokenizer.load(source))
+    for name in sidecars:
+        if (source / name).is_file():
+            shutil.copy(source / name, directory / name)
     return directory
 
 
