@@ -14,6 +14,8 @@ $(BIN)/.installed: pyproject.toml
 	# torch first, so nothing else pulls a CUDA build
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/pip install -q -e ".[dev]"
+	# the runtime's fused CPU kernel (C++, compiled once per machine; optional: without a compiler it says so)
+	$(BIN)/python -m autoui.runtime.cpu_fused --build
 	touch $@
 
 chromium:

@@ -66,12 +66,13 @@ def test_prefill_twin_runs_prefill_in_its_dtype_and_decode_in_the_models(monkeyp
     import autoui.runtime.engine as engine_mod
 
     model = _model(load_preset("tiny"))
+    # the eager path; the fused CPU kernel prefills without a twin (tests/test_runtime_fused.py)
     monkeypatch.setattr(engine_mod, "cpu_bf16_matmul", lambda: "")
-    assert Engine(model, EngineConfig(max_batch=1, max_seq_len=96)).prefiller is model  # auto without bf16 hardware
+    assert Engine(model, EngineConfig(max_batch=1, max_seq_len=96, decode="eager")).prefiller is model  # auto without bf16 hardware
     monkeypatch.setattr(engine_mod, "cpu_bf16_matmul", lambda: "AVX512-BF16")
-    assert Engine(model, EngineConfig(max_batch=1, max_seq_len=96)).prefiller.dtype == torch.bfloat16
+    assert Engine(model, EngineConfig(max_batch=1, max_seq_len=96, decode="eager")).prefiller.dtype == torch.bfloat16
     monkeypatch.setattr(engine_mod, "cpu_bf16_matmul", lambda: "AMX")
-    engine = Engine(model, EngineConfig(max_batch=2, max_seq_len=96, max_new_tokens=6))  # auto with AMX
+    engine = Engine(model, EngineConfig(max_batch=2, max_seq_len=96, max_new_tokens=6, decode="eager"))  # auto with AMX
     twin = engine.prefiller
     assert twin is not model and twin.dtype == torch.bfloat16 and model.dtype == torch.float32
     prompts = _requests(model.config, [5, 9])
@@ -80,7 +81,7 @@ def test_prefill_twin_runs_prefill_in_its_dtype_and_decode_in_the_models(monkeyp
         first = twin.generate_greedy(px[None].bfloat16(), torch.tensor([ids]), max_new_tokens=1)[0].tolist()
         assert out[:1] == first and len(out) == 6  # the first token is the bf16 prefill's choice
     x = torch.randn(1, 3, model.config.decoder.hidden_size)
-    assert torch.equal(model.decoder(x), Engine(model, EngineConfig(prefill_dtype="same")).prefiller.decoder(x))
+    assert torch.equal(model.decoder(x), Engine(model, EngineConfig(prefill_dtype="same", decode="eager")).prefiller.decoder(x))
 
 
 def test_cpu_bf16_matmul_names_the_hardware(monkeypatch):

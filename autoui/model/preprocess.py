@@ -133,11 +133,12 @@ class ScreenPreprocessor:
         # one fused affine map per channel: (v / 255 - mean) / std == v * a + b
         a = 1.0 / (255.0 * np.asarray(self.std, dtype=np.float32))
         b = -np.asarray(self.mean, dtype=np.float32) / np.asarray(self.std, dtype=np.float32)
-        content = np.asarray(img, dtype=np.float32) * a + b  # [h, w, 3]
         # padding = 0 after normalisation, i.e. the mean colour: no artificial edge signal
-        pixels = np.zeros((3, self.image_size, self.image_size), dtype=np.float32)  # [3, S, S]
-        pixels[:, : box.content_h, : box.content_w] = content.transpose(2, 0, 1)
-        return torch.from_numpy(pixels), box
+        pixels = torch.zeros(3, self.image_size, self.image_size)  # [3, S, S]
+        content = pixels[:, : box.content_h, : box.content_w]
+        content.copy_(torch.from_numpy(np.array(img)).permute(2, 0, 1))  # uint8 -> float32, [3, h, w]
+        content.mul_(torch.from_numpy(a)[:, None, None]).add_(torch.from_numpy(b)[:, None, None])  # in torch: vectorised
+        return pixels, box
 
     def batch(self, screens: Sequence[Any]) -> tuple[torch.Tensor, list[Letterbox]]:
         """Many screens -> ([B, 3, S, S], letterboxes)."""

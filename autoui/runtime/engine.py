@@ -8,10 +8,13 @@ at once. Decoding is greedy, optionally under an `ActionConstraint` (valid actio
 under a constraint, tokens the grammar forces are appended without logits and fed to the
 model in one multi-token forward at the next step (a forced EOS costs no forward at all).
 
+On a CPU, every decoder forward after the prefill (one-token steps and forced runs alike)
+goes through one C++ call by default (`autoui.runtime.cpu_fused`, `EngineConfig(decode=
+"fused")`; "auto" picks it on CPUs): a step of a small model is dispatch-bound there.
 One-token decode steps can run at static shapes (`autoui.runtime.graphs`), captured on CUDA
 once per (batch size, key bucket) as CUDA graphs and replayed: `EngineConfig(decode="graphs")`.
 That path has not run on a GPU yet (none was lent when it was written; `train/gpu_check.sh`
-checks and measures it), so "auto" still means eager everywhere. Not here: sampling, prefix
+checks and measures it), so "auto" still means eager on GPUs. Not here: sampling, prefix
 caching.
 """
 from __future__ import annotations
@@ -43,7 +46,7 @@ class EngineConfig:
     attention: str = "auto"
     max_new_tokens: int = 32
     prefill_dtype: str = "auto"  # "auto" | "same" | a torch dtype name: see `prefill_model`
-    decode: str = "auto"  # "auto" | "eager" | "static" | "graphs": see `autoui.runtime.graphs`
+    decode: str = "auto"  # "auto" | "eager" | "fused" | "static" | "graphs": see `decode_runners`
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_seq_len", "max_new_tokens"):
@@ -59,22 +62,34 @@ class EngineConfig:
 
 
 PREFILL_DTYPES = ("auto", "same", "float32", "bfloat16", "float16")
-DECODE_MODES = ("auto", "eager", "static", "graphs")
+DECODE_MODES = ("auto", "eager", "fused", "static", "graphs")
 
 
-def decode_graphs(model, cache, mode: str):
-    """The static decode runner for `mode`, or None (eager decoding).
+def decode_runners(model, cache, mode: str):
+    """(fused, graphs): the runners that serve decode steps in `mode`; (None, None) means eager.
 
-    "auto" is eager until the CUDA-graph path has been measured on a GPU (see the module
-    docstring); "graphs" captures CUDA graphs (CUDA only); "static" runs the same static
-    step without capturing (any device: the CPU tests of the graph path use it)."""
-    from autoui.runtime.graphs import DecodeGraphs
-
+    "fused" runs every decoder forward after the prefill through the C++ CPU kernel
+    (`autoui.runtime.cpu_fused`; an error when it cannot serve this model and cache), and the
+    prefill too unless `prefill_dtype` asks for float16. "auto" uses that kernel on a CPU
+    whenever it can and no attention backend was pinned (the log says which path was taken),
+    and is eager elsewhere, until the CUDA-graph path has been measured on a GPU (see the module
+    docstring). "graphs" captures CUDA graphs of one-token steps (CUDA only); "static" runs
+    the same static step without capturing (any device: the CPU tests of the graph path use it).
+    """
     if mode == "graphs" and model.device.type != "cuda":
         raise EngineError("EngineConfig.decode='graphs' needs a model on a CUDA device ('static' runs anywhere)")
+    if mode == "fused" or (mode == "auto" and model.device.type == "cpu" and cache.config.attention == "auto"):
+        from autoui.runtime.cpu_fused import fused_decoder
+
+        try:
+            return fused_decoder(model, cache, required=mode == "fused"), None
+        except RuntimeError as exc:
+            raise EngineError(str(exc)) from exc
     if mode in ("eager", "auto"):
-        return None
-    return DecodeGraphs(model, cache, capture=mode == "graphs")
+        return None, None
+    from autoui.runtime.graphs import DecodeGraphs
+
+    return None, DecodeGraphs(model, cache, capture=mode == "graphs")
 
 
 def _cpu_probe(name: str) -> bool:
@@ -150,10 +165,16 @@ class Engine:
         self.model = model.eval()
         self.config = config or EngineConfig()
         c = self.config
-        self.prefiller = prefill_model(self.model, c.prefill_dtype)
         self.cache = make_cache(cache_config(model.config.decoder, c.cache_kind, model.dtype, model.device,
                                              c.max_batch, c.max_seq_len, c.attention))
-        self.graphs = decode_graphs(self.model, self.cache, c.decode)
+        self.fused, self.graphs = decode_runners(self.model, self.cache, c.decode)
+        # the fused kernel prefills too, in fp32 or with bf16 matmuls (no bf16 copy of the model)
+        dtype = auto_prefill_dtype(model) if c.prefill_dtype == "auto" else c.prefill_dtype
+        self.fused_prefill = self.fused is not None and dtype in ("same", "float32", "bfloat16")
+        self.prefill_bf16 = dtype == "bfloat16"
+        if self.fused_prefill:
+            log.info("prefill: fused CPU kernel, %s matmuls", "bf16" if self.prefill_bf16 else "fp32")
+        self.prefiller = self.model if self.fused_prefill else prefill_model(self.model, c.prefill_dtype)
         self.eos_id, self.pad_id = model.config.eos_token_id, model.config.pad_token_id
         if constraint is not None and constraint.eos_id != self.eos_id:
             raise EngineError(f"the constraint's eos id {constraint.eos_id} differs from the model's {self.eos_id}")
@@ -233,18 +254,33 @@ class Engine:
         model = self.prefiller
         if reqs[0].pixel_values is not None:
             pixels = torch.stack([r.pixel_values for r in reqs]).to(dev, model.dtype)  # [B, 3, S, S]
+        if self.fused_prefill:
+            self._choose(reqs, self._fused_prefill(reqs, pixels, ids, lens).float())
+            return
         embeds = model.embed(pixels, ids.to(dev))  # [B, T, D], each screenshot encoded once
         view = self.cache.view([r.slot for r in reqs], lens)
         hidden = model.decoder(embeds, view.position_ids(), cache=view)  # [B, T, D]
         last = hidden[torch.arange(len(reqs), device=dev), torch.tensor(lens, device=dev) - 1]  # [B, D]
         self._choose(reqs, model.logits(last).float())
 
+    def _fused_prefill(self, reqs: list[Request], pixels: torch.Tensor | None, ids: torch.Tensor,
+                       lens: list[int]) -> torch.Tensor:
+        """Logits [B, V] of the prompts' last tokens, through the fused CPU kernel (tower included when it can)."""
+        feats = None
+        if pixels is not None and not self.fused.vision_reason:
+            feats = self.fused.encode_images(pixels, self.prefill_bf16)  # [B, N_img, D]
+        embeds = self.model.embed(pixels, ids, image_features=feats)  # [B, T, D]
+        rows = torch.cat([embeds[b, :n] for b, n in enumerate(lens)])  # [sum(lens), D], padding dropped
+        return self.fused.forward_embeds([r.slot for r in reqs], rows.float(), lens, self.prefill_bf16, overwrite=True)
+
     def _decode(self, reqs: list[Request]) -> None:
         """Feed each request its unseen tokens (one, or a run of grammar-forced ones) and choose the next."""
         lens = [len(r.tokens) - r.fed for r in reqs]
         self.counts["decode_forwards"] += 1
         logits = None
-        if max(lens) == 1 and self.graphs is not None:  # static shapes (a CUDA graph replay on CUDA)
+        if self.fused is not None:  # one C++ call, ragged runs included
+            logits = self.fused([r.slot for r in reqs], [r.tokens[r.fed:] for r in reqs])
+        elif max(lens) == 1 and self.graphs is not None:  # static shapes (a CUDA graph replay on CUDA)
             logits = self.graphs([r.slot for r in reqs], [r.tokens[-1] for r in reqs])  # None: graphs broke
         if logits is None:
             logits = self._forward(reqs, lens)
