@@ -246,3 +246,12 @@ def test_static_step_never_reads_back_to_the_host(kind):
     with Spy() as spy, torch.no_grad():
         logits = step.run()
     assert logits.shape[-1] == model.config.decoder.vocab_size and spy.calls == []
+
+
+def test_engine_refuses_to_wait_forever_for_a_slot():
+    model = _model(load_preset("tiny"))
+    engine = Engine(model, EngineConfig(max_batch=1, max_seq_len=32, max_new_tokens=4))
+    engine.cache.allocate(1)  # taken behind the engine's back
+    ids, px = _requests(model.config, [6])[0]
+    with pytest.raises(EngineError, match="no free cache slot"):
+        engine.generate([Request(ids, px)])

@@ -242,3 +242,4 @@ def test_other_instruction_sets_compute_the_same(arch):
             cache.free(slots)
     for a, b in zip(out["native"], out["other"]):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)
+

@@ -1,18 +1,19 @@
-"""The fused CPU decoder forward: one C++ call per step instead of a hundred Python-dispatched ops.
+"""The fused CPU kernel: one C++ call per forward instead of hundreds of Python-dispatched ops.
 
-On a CPU a decode step of a small model is dispatch-bound: the matmuls of one token take a
+On a CPU a forward of a small model is dispatch-bound: the matmuls of one token take a
 fraction of a millisecond, PyTorch's per-op overhead the rest (BENCHMARKS.md). The kernel in
 `csrc/cpu_step.cpp` runs the whole decoder (embeddings in, logits out) over the engine's plain
-fp32 KV cache: matmuls through ATen (MKL / oneDNN), norms, RoPE, attention and the SwiGLU gate
-as loops. It takes "ragged" rows, so one call serves a one-token step, a run of grammar-forced
-tokens and sequences of both at once. It computes what `autoui.model.decoder.Decoder` computes
-(the tests compare logits and greedy tokens); the model stays the one definition of the math.
+fp32 KV cache, and the whole vision tower + projector (pixels in, image features out): matmuls
+through ATen (MKL / oneDNN) or its own fp16-weight GEMV, norms, RoPE, attention and gates as
+loops. The decoder takes "ragged" rows, so one call serves a prefill of prompts of different
+lengths, a one-token step, a run of grammar-forced tokens, or a mix. It computes what
+`autoui.model` computes (the tests compare logits and greedy tokens); the model stays the one
+definition of the math and of the weights. docs/runtime.md, phase 6.
 
 The C++ source is compiled on first use with `torch.utils.cpp_extension` (~20-60 s, once per
 machine: cached under `TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions; `make
 install` builds it). Without a C++ compiler, or for a model or cache it does not cover (not
-fp32, not on the CPU, a quantized cache), `fused_decoder` says why and the engine decodes
-eagerly.
+fp32, not on the CPU, a quantized cache), `fused_decoder` says why and the engine runs eagerly.
 """
 from __future__ import annotations
 

@@ -8,9 +8,10 @@ at once. Decoding is greedy, optionally under an `ActionConstraint` (valid actio
 under a constraint, tokens the grammar forces are appended without logits and fed to the
 model in one multi-token forward at the next step (a forced EOS costs no forward at all).
 
-On a CPU, every decoder forward after the prefill (one-token steps and forced runs alike)
-goes through one C++ call by default (`autoui.runtime.cpu_fused`, `EngineConfig(decode=
-"fused")`; "auto" picks it on CPUs): a step of a small model is dispatch-bound there.
+On a CPU, every decoder forward (prefills, one-token steps and forced runs alike) and the
+vision tower go through one C++ call each by default (`autoui.runtime.cpu_fused`,
+`EngineConfig(decode="fused")`; "auto" picks it on CPUs): a step of a small model is
+dispatch-bound there.
 One-token decode steps can run at static shapes (`autoui.runtime.graphs`), captured on CUDA
 once per (batch size, key bucket) as CUDA graphs and replayed: `EngineConfig(decode="graphs")`.
 That path has not run on a GPU yet (none was lent when it was written; `train/gpu_check.sh`
@@ -212,6 +213,9 @@ class Engine:
         Every request in the step gains one token. Returns the requests that finished.
         """
         decoding = list(self.active)
+        if self.waiting and not decoding and not self.cache.free_slots:
+            raise EngineError(f"no free cache slot for {len(self.waiting)} waiting request(s) and none active: "
+                              "the cache's slots were allocated outside this engine")
         admitted = self.waiting[: self.cache.free_slots]
         self.waiting = self.waiting[len(admitted):]
         if decoding:
