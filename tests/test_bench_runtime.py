@@ -48,7 +48,12 @@ def test_bench_runtime_writes_every_key_and_a_table(setup, capsys):
     assert res["speedup_vs_hf_b1"] > 0 and res["speedup_vs_hf_b32"] is None  # no batch 32 asked for
     kv = res["kv_bytes_per_token"]
     assert kv["int8"] < kv["bf16"] < kv["plain"] and kv["int4"] < kv["int8"] and kv["hf-dynamic"] == kv["plain"]
-    assert set(res["action_match_delta"]) - {"float32-prefill"} == {"int8", "int4", "fp8"}  # + bf16 prefill on AMX
+    # + the fp32 prefill where bf16 is the default, + the eager engine where the fused kernel serves
+    assert set(res["action_match_delta"]) - {"float32-prefill", "eager"} == {"int8", "int4", "fp8"}
+    from autoui.runtime.cpu_fused import serves
+    from autoui.model.weights import load_model
+
+    assert ("runtime-eager" in res["latency_ms_b1"]) == serves(load_model(setup["model"]))
     assert res["parse_rate"]["runtime"] == 100.0  # constrained: every output is an action
     # same weights, same prompt ids, greedy, no constraint: the two implementations agree
     assert res["agreement_runtime_vs_hf"]["same_tokens"] == res["agreement_runtime_vs_hf"]["steps"] == 3

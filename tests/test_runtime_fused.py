@@ -172,7 +172,9 @@ def test_engine_falls_back_to_eager_with_the_reason(monkeypatch, caplog):
     assert Engine(model, EngineConfig(max_batch=1, max_seq_len=32, attention="reference")).fused is None  # pinned
     with pytest.raises(EngineError, match="int8 cache"):
         Engine(model, EngineConfig(max_batch=1, max_seq_len=32, cache_kind="int8", decode="fused"))
+    assert cpu_fused.serves(model)
     assert Engine(model.to(torch.bfloat16), EngineConfig(max_batch=1, max_seq_len=32)).fused is None
+    assert not cpu_fused.serves(model) and "fp32-only" in cpu_fused.unsupported(model)
     model.float()
     monkeypatch.setitem(cpu_fused._EXT, "error", "no compiler here")
     monkeypatch.delitem(cpu_fused._EXT, "module")

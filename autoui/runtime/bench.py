@@ -201,6 +201,7 @@ def build_methods(cfg: BenchConfig, model: Any, tokenizer: Any, max_seq_len: int
                   export_dir: Path) -> tuple[dict[str, Generate], dict[str, str]]:
     """name -> generate function, and name -> why it is unavailable."""
     from autoui.agent import action_constraint
+    from autoui.runtime.cpu_fused import serves
     from autoui.runtime.engine import auto_prefill_dtype
     from autoui.runtime.hf_baseline import HF_QUANTIZED, HFRunner
 
@@ -215,6 +216,8 @@ def build_methods(cfg: BenchConfig, model: Any, tokenizer: Any, max_seq_len: int
     if auto_prefill_dtype(model) != "same":  # e.g. a bf16 prefill on AMX CPUs: show the plain-dtype peer too
         name = f"runtime-{str(model.dtype).removeprefix('torch.')}-prefill"
         methods[name] = runtime_method(model, "plain", constraint, mb, max_seq_len, prefill_dtype="same")
+    if serves(model):  # what the fused CPU kernel adds, in the same run
+        methods["runtime-eager"] = runtime_method(model, "plain", constraint, mb, max_seq_len, decode="eager")
     if model.device.type == "cuda":  # opt-in until measured: one-token decode steps replayed as CUDA graphs
         methods["runtime-graphs"] = runtime_method(model, "plain", constraint, mb, max_seq_len, decode="graphs")
         for kind in ("int8", "int4"):

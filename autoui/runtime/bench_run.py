@@ -146,8 +146,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
 NOTES = [
     "An agent step = preprocess the raw screenshot + prompt ids + prefill + greedy decode of one action.",
     "HF generate() is unconstrained; `runtime` is the serving default: constrained (valid actions by "
-    "construction), and on AMX CPUs it prefills in bf16 (decode in fp32). `runtime-unconstrained` is HF's "
-    "apples-to-apples peer (no constraint, the model's dtype throughout). All stop at EOS or max_new_tokens.",
+    "construction), on CPUs through the fused C++ kernel, and on AMX / AVX512-BF16 CPUs with bf16 prefill "
+    "matmuls (decode exact in fp32). `runtime-eager` is the same engine with PyTorch ops (decode='eager'). "
+    "`runtime-unconstrained` is HF's apples-to-apples peer (no constraint, the model's dtype throughout). "
+    "All stop at EOS or max_new_tokens.",
     "HF batches are left-padded with an attention mask; the runtime right-pads its prefill internally.",
     "action_match: AITW matching on held-out steps (eval set); action_match_delta: points vs the plain cache.",
     "peak_memory_mb: RSS delta on CPU (sampled every 1 ms, after malloc_trim), includes the runtime's "
@@ -194,8 +196,8 @@ def _measure(cfg: BenchConfig, model: Any, tok: Any, samples: list, prompts: lis
     plain = quality.get("runtime", {}).get("action_match")
     res["action_match_delta"] = {k: round(quality[f"runtime-{k}"]["action_match"] - plain, 2)
                                  for k in RUNTIME_KINDS[1:] if f"runtime-{k}" in quality and plain is not None}
-    # the serving prefill and the CUDA-graph decode vs the plain default
-    for name in [n for n in quality if n.endswith(("-prefill", "-graphs")) and plain is not None]:
+    # the serving prefill, the CUDA-graph decode and the eager engine vs the plain default
+    for name in [n for n in quality if n.endswith(("-prefill", "-graphs", "-eager")) and plain is not None]:
         res["action_match_delta"][name.removeprefix("runtime-")] = round(quality[name]["action_match"] - plain, 2)
     res.update(_speedups(latency, steps, cfg.batches))
     if "hf-dynamic" in outs_b1:

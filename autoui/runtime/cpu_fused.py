@@ -77,17 +77,31 @@ def load_extension(arch: str = "native") -> Any:
     return _EXT[key]
 
 
-def unsupported(model: Any, cache: Any) -> str:
-    """Why the fused kernel cannot serve `model` over `cache` ("" when it can)."""
+def unsupported(model: Any, cache: Any = None) -> str:
+    """Why the fused kernel cannot serve `model` over `cache` (or over a plain fp32 cache when
+    `cache` is None); "" when it can."""
     if model.device.type != "cpu":
         return f"the model is on {model.device.type}, the fused kernel is CPU-only"
     if model.dtype != torch.float32:
         return f"the model is {model.dtype}, the fused kernel is fp32-only"
+    if cache is None:
+        return ""
     if cache.kind != "plain" or cache.k.dtype != torch.float32:
         return f"the {cache.kind} cache is not a plain fp32 cache"
     if cache.config.head_dim % 2 or cache.config.head_dim > 1024:
         return f"head_dim {cache.config.head_dim} is odd or > 1024"
     return ""
+
+
+def serves(model: Any) -> bool:
+    """Whether engines on this machine run `model` (with a plain cache) through the fused kernel."""
+    if unsupported(model):
+        return False
+    try:
+        load_extension()
+    except RuntimeError:
+        return False
+    return True
 
 
 def half_copy(w_t: torch.Tensor) -> torch.Tensor:
