@@ -31,10 +31,23 @@ using Tensors = std::vector<torch::Tensor>;
 // 595 at 2, 661 vs 616 at 4).
 constexpr int64_t kGemvRows = 2;
 
+// at::parallel_for when the loop holds enough work (about `work` multiply-adds) to pay for
+// waking the other threads, else the loop inline: a decode step's small loops lose more to
+// the fork/join than they gain.
+constexpr int64_t kParallelWork = 1 << 16;
+template <typename Fn>
+void parallel_if(int64_t work, int64_t begin, int64_t end, Fn fn) {
+  if (work < kParallelWork) {
+    fn(begin, end);
+  } else {
+    at::parallel_for(begin, end, 1, fn);
+  }
+}
+
 #ifdef AUTOUI_F16_GEMV
 // y[r, o] (+)= dot(x[r, :], w[o, :]) for r < n, o < out; w is fp16 [out, in] with in % 16 == 0.
 void gemv_f16(const float* x, int64_t n, int64_t in, const uint16_t* w, int64_t out, float* y, bool accumulate) {
-  at::parallel_for(0, out, 16, [&](int64_t o0, int64_t o1) {
+  parallel_if(n * in * out, 0, out, [&](int64_t o0, int64_t o1) {
     for (int64_t o = o0; o < o1; ++o) {
       const uint16_t* wr = w + o * in;
       for (int64_t r = 0; r < n; ++r) {
@@ -625,7 +638,9 @@ torch::Tensor ragged_forward(torch::Tensor x, torch::Tensor slot, torch::Tensor 
       }
     });
     float* attn_p = attn.data_ptr<float>();
-    at::parallel_for(0, G * Hq, 1, [&](int64_t t0, int64_t t1) {
+    int64_t attn_work = 0;
+    for (int64_t i = 0; i < N; ++i) attn_work += 2 * n_keys[i] * qw;
+    parallel_if(attn_work, 0, G * Hq, [&](int64_t t0, int64_t t1) {
       std::vector<float> kt, score;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t g = t / Hq, hq = t % Hq, kvh = hq / rep, r0 = group_start[g], nr = group_start[g + 1] - r0;
