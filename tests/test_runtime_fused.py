@@ -20,6 +20,9 @@ except RuntimeError as exc:  # no C++ compiler: everything here is about the ker
     pytest.skip(f"fused CPU kernel unavailable: {exc}", allow_module_level=True)
 
 
+NONE = torch.empty(0)  # no scales: a plain cache
+
+
 def _variant(name: str):
     cfg = load_preset("tiny")
     dec = cfg.decoder
@@ -77,6 +80,51 @@ def test_ragged_forwards_match_the_decoder(variant, exact):
             full = torch.cat([s, torch.tensor(new[b])])
             torch.testing.assert_close(logits[b], _reference_logits(model, emb(full))[-1], atol=2e-4, rtol=1e-4)
     assert [cache.length(s) for s in slots] == [8, 22]
+
+
+@pytest.mark.parametrize("kind,scale_dtype", [("int8", torch.float16), ("fp8", torch.float16),
+                                              ("int8", torch.float32)])
+def test_quantized_caches_store_and_read_as_the_eager_path_does(kind, scale_dtype):
+    """The kernel's int8 / fp8 writes are the cache's own quantization (the same bytes and scales
+    as `cache._write` of the same vectors), and its forwards match the eager engine's, which
+    dequantizes the same cache."""
+    model = _fp16_exact(_model(_variant("gqa4to1")))
+    config = CacheConfig.for_decoder(model.config.decoder, kind=kind, dtype=torch.float32, max_batch=2,
+                                     max_seq_len=64, scale_dtype=scale_dtype)
+    fused_cache, eager_cache = make_cache(config), make_cache(config)
+    fused = cpu_fused.FusedModel(model, fused_cache)
+    rows = model.decoder.embed_tokens(torch.arange(5, 26)).detach()
+    with torch.no_grad():
+        fused_logits = fused.forward_embeds(fused_cache.allocate(1), rows, [21])
+        view = eager_cache.view(eager_cache.allocate(1), [21])
+        eager_logits = model.logits(model.decoder(rows[None], view.position_ids(), cache=view))[0, -1]
+    torch.testing.assert_close(fused_logits[0], eager_logits, atol=2e-3, rtol=1e-3)
+    # vectors written through the kernel are stored as the cache itself stores them: the same
+    # bytes and scales (here all of them; a K/V value on a rounding boundary may differ elsewhere)
+    for ours, theirs in ((fused_cache.k, eager_cache.k), (fused_cache.v, eager_cache.v)):
+        assert (ours.view(torch.uint8) == theirs.view(torch.uint8)).float().mean() > 0.99
+    for ours, theirs in ((fused_cache.k_scale, eager_cache.k_scale), (fused_cache.v_scale, eager_cache.v_scale)):
+        torch.testing.assert_close(ours, theirs, atol=0, rtol=1e-3)
+    with torch.no_grad():  # decode steps through both, eager over its own cache
+        step_f = fused([0], [[7]])
+        view = eager_cache.view([0], [1])
+        step_e = model.logits(model.decoder(model.decoder.embed_tokens(torch.tensor([[7]])), view.position_ids(),
+                                            cache=view))[:, -1]
+    torch.testing.assert_close(step_f, step_e, atol=2e-3, rtol=1e-3)
+
+
+def test_engine_serves_int8_and_fp8_caches_fused():
+    model = _fp16_exact(_model(load_preset("tiny")))
+    prompts = _requests(model.config, [5, 23, 9])
+    for kind in ("int8", "fp8"):
+        outs = {}
+        for decode in ("eager", "auto"):
+            engine = Engine(model, EngineConfig(max_batch=2, max_seq_len=96, max_new_tokens=10, prefill_dtype="same",
+                                                cache_kind=kind, decode=decode))
+            assert (engine.fused is not None) == (decode == "auto")
+            outs[decode] = engine.generate([Request(ids, px) for ids, px in prompts])
+        agree = sum(a == b for a, b in zip(outs["auto"], outs["eager"]))
+        assert agree >= 2, (kind, outs)  # a quantization step may flip near a tie; most sequences match
 
 
 @pytest.mark.parametrize("variant", ["tiny", "gqa4to1", "bias_untied"])
@@ -161,17 +209,18 @@ def test_bad_calls_raise_and_change_nothing():
     assert cache.length(slot[0]) == 10
     with pytest.raises(RuntimeError, match="slot out of range"):  # the kernel checks what it is handed, too
         fused.ext.ragged_forward(rows[:1].clone(), torch.tensor([7]), torch.tensor([0]), torch.tensor([0]), cache.k,
-                                 cache.v, fused.cos, fused.sin, fused._weights("decoder"), 4, 2, 1e-6, False)
+                                 cache.v, NONE, NONE, fused.cos, fused.sin, fused._weights("decoder"), 4, 2, 1e-6,
+                                 False)
 
 
 def test_engine_falls_back_to_eager_with_the_reason(monkeypatch, caplog):
     model = _model(load_preset("tiny"))
     with caplog.at_level(logging.INFO, logger="autoui.runtime"):
-        assert Engine(model, EngineConfig(max_batch=1, max_seq_len=32, cache_kind="int8")).fused is None
-    assert "the int8 cache is not a plain fp32 cache" in caplog.text
+        assert Engine(model, EngineConfig(max_batch=1, max_seq_len=32, cache_kind="int4")).fused is None
+    assert "the int4 cache (torch.uint8) is not one the kernel reads" in caplog.text
     assert Engine(model, EngineConfig(max_batch=1, max_seq_len=32, attention="reference")).fused is None  # pinned
-    with pytest.raises(EngineError, match="int8 cache"):
-        Engine(model, EngineConfig(max_batch=1, max_seq_len=32, cache_kind="int8", decode="fused"))
+    with pytest.raises(EngineError, match="int4 cache"):
+        Engine(model, EngineConfig(max_batch=1, max_seq_len=32, cache_kind="int4", decode="fused"))
     assert cpu_fused.serves(model)
     assert Engine(model.to(torch.bfloat16), EngineConfig(max_batch=1, max_seq_len=32)).fused is None
     assert not cpu_fused.serves(model) and "fp32-only" in cpu_fused.unsupported(model)
@@ -214,7 +263,7 @@ def test_kernel_rejects_mismatched_shapes():
     fused = cpu_fused.FusedModel(model, cache)
     one = torch.tensor([0])
     with pytest.raises(RuntimeError, match="hidden size"):
-        fused.ext.ragged_forward(torch.zeros(1, 80), one, one, one, cache.k, cache.v, fused.cos, fused.sin,
+        fused.ext.ragged_forward(torch.zeros(1, 80), one, one, one, cache.k, cache.v, NONE, NONE, fused.cos, fused.sin,
                                  fused._weights("decoder"), 4, 2, 1e-6, False)
     with pytest.raises(RuntimeError, match="patch width"):
         fused.ext.vision_forward(torch.zeros(16, 100), 1, fused._weights("vision"), 2, 2, 1e-6, True, False)

@@ -15,6 +15,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <utility>
 #include <vector>
 #if defined(__AVX512F__) || (defined(__F16C__) && defined(__FMA__))
 #include <immintrin.h>
@@ -553,6 +555,108 @@ void attend(const float* q, int64_t q_stride, int64_t nq, const float* k, const 
   }
 }
 
+// The engine's KV cache as the kernel sees it: values [L, S, T, Hkv, Dh] in fp32 ("plain"), or
+// int8 / float8 e4m3 with one scale per (token, head) in [L, S, T, Hkv] (fp16 or fp32), the
+// layouts and rounding of autoui/runtime/cache/quant.py: the scale is max|x| / 127 (int8) or
+// / 448 (fp8), kept above the scale type's smallest normal and rounded to it *before* the
+// values are divided by it; int8 rounds half to even. Quantized rows are dequantized into
+// fp32 scratch for attention.
+struct KVStore {
+  torch::Tensor k, v, k_scale, v_scale;
+  at::ScalarType kind;
+  bool half_scale;
+  int64_t S, T, Hkv, Dh;
+
+  KVStore(torch::Tensor k_, torch::Tensor v_, torch::Tensor ks, torch::Tensor vs)
+      : k(std::move(k_)), v(std::move(v_)), k_scale(std::move(ks)), v_scale(std::move(vs)) {
+    TORCH_CHECK(k.dim() == 5 && k.is_contiguous() && v.is_contiguous() && v.sizes() == k.sizes() &&
+                    v.scalar_type() == k.scalar_type(),
+                "caches must be [L, S, T, Hkv, Dh] contiguous, keys and values alike");
+    kind = k.scalar_type();
+    TORCH_CHECK(kind == at::kFloat || kind == at::kChar || kind == at::kFloat8_e4m3fn,
+                "the cache must be fp32, int8 or float8_e4m3fn");
+    S = k.size(1), T = k.size(2), Hkv = k.size(3), Dh = k.size(4);
+    if (kind != at::kFloat) {
+      TORCH_CHECK(k_scale.dim() == 4 && k_scale.sizes() == k.sizes().slice(0, 4) && k_scale.is_contiguous() &&
+                      v_scale.sizes() == k_scale.sizes() && v_scale.is_contiguous() &&
+                      v_scale.scalar_type() == k_scale.scalar_type() &&
+                      (k_scale.scalar_type() == at::kHalf || k_scale.scalar_type() == at::kFloat),
+                  "a quantized cache needs fp16 or fp32 scales [L, S, T, Hkv]");
+      half_scale = k_scale.scalar_type() == at::kHalf;
+    } else {
+      half_scale = false;
+    }
+  }
+
+  bool plain() const { return kind == at::kFloat; }
+  int64_t index(int64_t layer, int64_t slot, int64_t pos) const { return ((layer * S + slot) * T + pos) * Hkv; }
+
+  float get_scale(const torch::Tensor& t, int64_t i) const {
+    return half_scale ? static_cast<float>(t.data_ptr<at::Half>()[i]) : t.data_ptr<float>()[i];
+  }
+  // the scale as stored (rounded to its type, kept above the type's smallest normal)
+  float put_scale(const torch::Tensor& t, int64_t i, float s) const {
+    if (half_scale) {
+      const at::Half h(std::max(s, 6.103515625e-05f));
+      t.data_ptr<at::Half>()[i] = h;
+      return static_cast<float>(h);
+    }
+    s = std::max(s, std::numeric_limits<float>::min());
+    t.data_ptr<float>()[i] = s;
+    return s;
+  }
+
+  // store head vectors x [Hkv, Dh] at (layer, slot, pos) of keys (`which` 0) or values (1)
+  void write(int which, int64_t layer, int64_t slot, int64_t pos, const float* x) const {
+    const torch::Tensor& data = which ? v : k;
+    const torch::Tensor& scale = which ? v_scale : k_scale;
+    const int64_t at_ = index(layer, slot, pos);
+    if (plain()) {
+      std::copy(x, x + Hkv * Dh, data.data_ptr<float>() + at_ * Dh);
+      return;
+    }
+    for (int64_t h = 0; h < Hkv; ++h) {
+      const float* xh = x + h * Dh;
+      float amax = 0.f;
+      for (int64_t e = 0; e < Dh; ++e) amax = std::max(amax, std::abs(xh[e]));
+      if (kind == at::kChar) {
+        const float sf = put_scale(scale, at_ + h, amax / 127.f);
+        int8_t* q = data.data_ptr<int8_t>() + (at_ + h) * Dh;
+        for (int64_t e = 0; e < Dh; ++e)
+          q[e] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, std::nearbyint(xh[e] / sf))));
+      } else {
+        const float sf = put_scale(scale, at_ + h, amax / 448.f);
+        auto* q = data.data_ptr<at::Float8_e4m3fn>() + (at_ + h) * Dh;
+        for (int64_t e = 0; e < Dh; ++e) q[e] = at::Float8_e4m3fn(std::min(448.f, std::max(-448.f, xh[e] / sf)));
+      }
+    }
+  }
+
+  // keys or values 0..n-1 of (layer, slot, kv head) as fp32 rows: a pointer and a row stride,
+  // into the cache itself (plain) or into `scratch` (dequantized)
+  std::pair<const float*, int64_t> read(int which, int64_t layer, int64_t slot, int64_t kvh, int64_t n,
+                                       std::vector<float>& scratch) const {
+    const torch::Tensor& data = which ? v : k;
+    const torch::Tensor& scale = which ? v_scale : k_scale;
+    const int64_t at_ = index(layer, slot, 0) + kvh;
+    if (plain()) return {data.data_ptr<float>() + at_ * Dh, Hkv * Dh};
+    scratch.resize(n * Dh);
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t i = at_ + j * Hkv;
+      const float sf = get_scale(scale, i);
+      float* dst = scratch.data() + j * Dh;
+      if (kind == at::kChar) {
+        const int8_t* q = data.data_ptr<int8_t>() + i * Dh;
+        for (int64_t e = 0; e < Dh; ++e) dst[e] = static_cast<float>(q[e]) * sf;
+      } else {
+        const auto* q = data.data_ptr<at::Float8_e4m3fn>() + i * Dh;
+        for (int64_t e = 0; e < Dh; ++e) dst[e] = static_cast<float>(q[e]) * sf;
+      }
+    }
+    return {scratch.data(), Dh};
+  }
+};
+
 constexpr int64_t kDecoderPerLayer = 15;  // norm, qkv, o (x3 forms), norm, gate_up, down (x3 forms), qkv bias
 constexpr int64_t kVisionPerLayer = 16;   // ln1 (w, b), ln2 (w, b), (qkv, out, fc1, fc2) x (t, bf16, bias)
 
@@ -560,23 +664,21 @@ constexpr int64_t kVisionPerLayer = 16;   // ln1 (w, b), ln2 (w, b), (qkv, out, 
 
 // x: [N, D] input embeddings (the residual stream: updated in place); slot, pos: [N] int64,
 // rows of a sequence consecutive; last: [M] int64 rows whose logits are wanted.
-// cache_k, cache_v: [L, S, T, Hkv, Dh] fp32; rope_cos, rope_sin: [max_pos, Dh] fp32.
+// cache_k, cache_v, k_scale, v_scale: the KV cache (see KVStore; scales empty for fp32);
+// rope_cos, rope_sin: [max_pos, Dh] fp32.
 // weights, per layer l at kDecoderPerLayer * l: input norm, qkv (t, f16, bf16), o (t, f16,
 // bf16), post norm, gate_up (t, f16, bf16), down (t, f16, bf16), qkv bias (or empty); then
 // final norm, lm_head (t, f16, bf16). t: fp32 [in, out]; f16: fp16 [out, in] or empty;
 // bf16: bf16 [out, in] or empty. bf16: run products of more than two rows in bf16.
 torch::Tensor ragged_forward(torch::Tensor x, torch::Tensor slot, torch::Tensor pos, torch::Tensor last,
-                             torch::Tensor cache_k, torch::Tensor cache_v, torch::Tensor rope_cos,
-                             torch::Tensor rope_sin, Tensors weights, int64_t n_heads, int64_t n_kv_heads,
-                             double eps, bool bf16) {
+                             torch::Tensor cache_k, torch::Tensor cache_v, torch::Tensor k_scale,
+                             torch::Tensor v_scale, torch::Tensor rope_cos, torch::Tensor rope_sin, Tensors weights,
+                             int64_t n_heads, int64_t n_kv_heads, double eps, bool bf16) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), "x must be [N, D] fp32 contiguous");
-  TORCH_CHECK(cache_k.dim() == 5 && cache_k.scalar_type() == at::kFloat && cache_k.is_contiguous() &&
-                  cache_v.is_contiguous() && cache_v.sizes() == cache_k.sizes(),
-              "caches must be [L, S, T, Hkv, Dh] fp32 contiguous");
+  const KVStore store(cache_k, cache_v, k_scale, v_scale);
   const int64_t N = x.size(0), D = x.size(1);
   TORCH_CHECK(N > 0, "no rows to run");
-  const int64_t L = cache_k.size(0), S = cache_k.size(1), T = cache_k.size(2), Hkv = cache_k.size(3),
-                Dh = cache_k.size(4);
+  const int64_t L = cache_k.size(0), S = store.S, T = store.T, Hkv = store.Hkv, Dh = store.Dh;
   TORCH_CHECK(Hkv == n_kv_heads && n_heads % n_kv_heads == 0, "head counts do not match the cache");
   TORCH_CHECK(Dh <= 1024 && Dh % 2 == 0, "head_dim must be even and <= 1024");
   TORCH_CHECK(static_cast<int64_t>(weights.size()) == kDecoderPerLayer * L + 4, "wrong number of decoder weights");
@@ -624,30 +726,28 @@ torch::Tensor ragged_forward(torch::Tensor x, torch::Tensor slot, torch::Tensor 
       qkv = linear(h, qkv_w, bf16);
     }
     float* qkv_p = qkv.data_ptr<float>();
-    float* ck = cache_k.data_ptr<float>() + l * S * T * kw;
-    float* cv = cache_v.data_ptr<float>() + l * S * T * kw;
     at::parallel_for(0, N, 8, [&](int64_t i0, int64_t i1) {  // RoPE on q and k, then store k and v
       for (int64_t i = i0; i < i1; ++i) {
         float* r = qkv_p + i * row;
         const float* c = cos_p + pos_p[i] * Dh;
         const float* s = sin_p + pos_p[i] * Dh;
         for (int64_t hh = 0; hh < Hq + Hkv; ++hh) rope(r + hh * Dh, c, s, Dh);
-        const int64_t at_ = (slot_p[i] * T + pos_p[i]) * kw;
-        std::copy(r + qw, r + qw + kw, ck + at_);
-        std::copy(r + qw + kw, r + qw + 2 * kw, cv + at_);
+        store.write(0, l, slot_p[i], pos_p[i], r + qw);
+        store.write(1, l, slot_p[i], pos_p[i], r + qw + kw);
       }
     });
     float* attn_p = attn.data_ptr<float>();
     int64_t attn_work = 0;
     for (int64_t i = 0; i < N; ++i) attn_work += 2 * n_keys[i] * qw;
     parallel_if(attn_work, 0, G * Hq, [&](int64_t t0, int64_t t1) {
-      std::vector<float> kt, score;
+      std::vector<float> kt, score, k_rows, v_rows;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t g = t / Hq, hq = t % Hq, kvh = hq / rep, r0 = group_start[g], nr = group_start[g + 1] - r0;
         int64_t n_max = 0;
         for (int64_t i = r0; i < r0 + nr; ++i) n_max = std::max(n_max, n_keys[i]);
-        const int64_t base = slot_p[r0] * T * kw + kvh * Dh;
-        attend(qkv_p + r0 * row + hq * Dh, row, nr, ck + base, cv + base, kw, n_keys.data() + r0, n_max, Dh, scale,
+        const auto [kp, stride] = store.read(0, l, slot_p[r0], kvh, n_max, k_rows);
+        const auto vp = store.read(1, l, slot_p[r0], kvh, n_max, v_rows).first;
+        attend(qkv_p + r0 * row + hq * Dh, row, nr, kp, vp, stride, n_keys.data() + r0, n_max, Dh, scale,
                attn_p + r0 * qw + hq * Dh, qw, kt, score);
       }
     });
@@ -758,7 +858,7 @@ bool has_f16_gemv() {
 
 #ifndef AUTOUI_CPU_STEP_NO_MODULE  // (defined by a file that includes this one to time its parts)
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("ragged_forward", &ragged_forward, "fused decoder forward over a plain fp32 KV cache (CPU)");
+  m.def("ragged_forward", &ragged_forward, "fused decoder forward over a plain, int8 or fp8 KV cache (CPU)");
   m.def("vision_forward", &vision_forward, "fused vision tower + projector forward (CPU)");
   m.def("has_f16_gemv", &has_f16_gemv, "whether this build multiplies one- and two-row products by fp16 weights");
 }
