@@ -83,7 +83,8 @@ def test_ragged_forwards_match_the_decoder(variant, exact):
 
 
 @pytest.mark.parametrize("kind,scale_dtype", [("int8", torch.float16), ("fp8", torch.float16),
-                                              ("int8", torch.float32)])
+                                              ("int4", torch.float16), ("int8", torch.float32),
+                                              ("int4", torch.float32)])
 def test_quantized_caches_store_and_read_as_the_eager_path_does(kind, scale_dtype):
     """The kernel's int8 / fp8 writes are the cache's own quantization (the same bytes and scales
     as `cache._write` of the same vectors), and its forwards match the eager engine's, which
@@ -103,8 +104,9 @@ def test_quantized_caches_store_and_read_as_the_eager_path_does(kind, scale_dtyp
     # bytes and scales (here all of them; a K/V value on a rounding boundary may differ elsewhere)
     for ours, theirs in ((fused_cache.k, eager_cache.k), (fused_cache.v, eager_cache.v)):
         assert (ours.view(torch.uint8) == theirs.view(torch.uint8)).float().mean() > 0.99
-    for ours, theirs in ((fused_cache.k_scale, eager_cache.k_scale), (fused_cache.v_scale, eager_cache.v_scale)):
-        torch.testing.assert_close(ours, theirs, atol=0, rtol=1e-3)
+    names = ("k_scale", "v_scale") + (("k_offset", "v_offset") if kind == "int4" else ())
+    for name in names:
+        torch.testing.assert_close(getattr(fused_cache, name), getattr(eager_cache, name), atol=1e-6, rtol=1e-3)
     with torch.no_grad():  # decode steps through both, eager over its own cache
         step_f = fused([0], [[7]])
         view = eager_cache.view([0], [1])
@@ -113,10 +115,10 @@ def test_quantized_caches_store_and_read_as_the_eager_path_does(kind, scale_dtyp
     torch.testing.assert_close(step_f, step_e, atol=2e-3, rtol=1e-3)
 
 
-def test_engine_serves_int8_and_fp8_caches_fused():
+def test_engine_serves_quantized_caches_fused():
     model = _fp16_exact(_model(load_preset("tiny")))
     prompts = _requests(model.config, [5, 23, 9])
-    for kind in ("int8", "fp8"):
+    for kind in ("int8", "fp8", "int4"):
         outs = {}
         for decode in ("eager", "auto"):
             engine = Engine(model, EngineConfig(max_batch=2, max_seq_len=96, max_new_tokens=10, prefill_dtype="same",
@@ -209,22 +211,23 @@ def test_bad_calls_raise_and_change_nothing():
     assert cache.length(slot[0]) == 10
     with pytest.raises(RuntimeError, match="slot out of range"):  # the kernel checks what it is handed, too
         fused.ext.ragged_forward(rows[:1].clone(), torch.tensor([7]), torch.tensor([0]), torch.tensor([0]), cache.k,
-                                 cache.v, NONE, NONE, fused.cos, fused.sin, fused._weights("decoder"), 4, 2, 1e-6,
-                                 False)
+                                 cache.v, NONE, NONE, NONE, NONE, fused.cos, fused.sin, fused._weights("decoder"), 4,
+                                 2, 1e-6, False)
 
 
 def test_engine_falls_back_to_eager_with_the_reason(monkeypatch, caplog):
     model = _model(load_preset("tiny"))
     with caplog.at_level(logging.INFO, logger="autoui.runtime"):
-        assert Engine(model, EngineConfig(max_batch=1, max_seq_len=32, cache_kind="int4")).fused is None
-    assert "the int4 cache (torch.uint8) is not one the kernel reads" in caplog.text
-    assert Engine(model, EngineConfig(max_batch=1, max_seq_len=32, attention="reference")).fused is None  # pinned
-    with pytest.raises(EngineError, match="int4 cache"):
-        Engine(model, EngineConfig(max_batch=1, max_seq_len=32, cache_kind="int4", decode="fused"))
-    assert cpu_fused.serves(model)
-    assert Engine(model.to(torch.bfloat16), EngineConfig(max_batch=1, max_seq_len=32)).fused is None
-    assert not cpu_fused.serves(model) and "fp32-only" in cpu_fused.unsupported(model)
+        assert Engine(model, EngineConfig(max_batch=1, max_seq_len=32, attention="reference")).fused is None  # pinned
+        assert Engine(model.to(torch.bfloat16), EngineConfig(max_batch=1, max_seq_len=32)).fused is None
+    assert "decode: eager PyTorch (the model is torch.bfloat16, the fused kernel is fp32-only)" in caplog.text
+    assert not cpu_fused.serves(model)
+    with pytest.raises(EngineError, match="fp32-only"):
+        Engine(model, EngineConfig(max_batch=1, max_seq_len=32, decode="fused"))
     model.float()
+    assert cpu_fused.serves(model)
+    bf16_cache = make_cache(CacheConfig.for_decoder(model.config.decoder, kind="plain", dtype=torch.bfloat16))
+    assert "the plain cache (torch.bfloat16) is not one the kernel reads" in cpu_fused.unsupported(model, bf16_cache)
     monkeypatch.setitem(cpu_fused._EXT, "error", "no compiler here")
     monkeypatch.delitem(cpu_fused._EXT, "module")
     engine = Engine(model, EngineConfig(max_batch=1, max_seq_len=64, max_new_tokens=4))
@@ -263,7 +266,8 @@ def test_kernel_rejects_mismatched_shapes():
     fused = cpu_fused.FusedModel(model, cache)
     one = torch.tensor([0])
     with pytest.raises(RuntimeError, match="hidden size"):
-        fused.ext.ragged_forward(torch.zeros(1, 80), one, one, one, cache.k, cache.v, NONE, NONE, fused.cos, fused.sin,
+        fused.ext.ragged_forward(torch.zeros(1, 80), one, one, one, cache.k, cache.v, NONE, NONE, NONE, NONE, fused.cos,
+                                 fused.sin,
                                  fused._weights("decoder"), 4, 2, 1e-6, False)
     with pytest.raises(RuntimeError, match="patch width"):
         fused.ext.vision_forward(torch.zeros(16, 100), 1, fused._weights("vision"), 2, 2, 1e-6, True, False)

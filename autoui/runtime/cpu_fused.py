@@ -13,7 +13,7 @@ definition of the math and of the weights. docs/runtime.md, phase 6.
 The C++ source is compiled on first use with `torch.utils.cpp_extension` (~20-60 s, once per
 machine: cached under `TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions; `make
 install` builds it). Without a C++ compiler, or for a model or cache it does not cover (not
-fp32, not on the CPU, an int4 cache), `fused_decoder` says why and the engine runs eagerly.
+fp32, not on the CPU, a bf16 cache), `fused_decoder` says why and the engine runs eagerly.
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def load_extension(arch: str = "native") -> Any:
     return _EXT[key]
 
 
-FUSED_CACHES = ("plain", "int8", "fp8")  # int4's packed groups are read by the eager path only
+FUSED_CACHES = ("plain", "int8", "fp8", "int4")
 
 
 def unsupported(model: Any, cache: Any = None) -> str:
@@ -90,7 +90,7 @@ def unsupported(model: Any, cache: Any = None) -> str:
     if cache is None:
         return ""
     if cache.kind not in FUSED_CACHES or (cache.kind == "plain" and cache.k.dtype != torch.float32):
-        return f"the {cache.kind} cache ({cache.k.dtype}) is not one the kernel reads (fp32 plain, int8, fp8)"
+        return f"the {cache.kind} cache ({cache.k.dtype}) is not one the kernel reads (fp32 plain, int8, fp8, int4)"
     if cache.config.head_dim % 2 or cache.config.head_dim > 1024:
         return f"head_dim {cache.config.head_dim} is odd or > 1024"
     return ""
@@ -202,7 +202,7 @@ def _bias(*linears) -> torch.Tensor:
 
 
 class FusedModel:
-    """Forwards of `model` through the C++ kernel: the decoder over `cache` (plain fp32, int8 or fp8)
+    """Forwards of `model` through the C++ kernel: the decoder over `cache` (plain fp32, int8, fp8, int4)
     (`__call__` for decode steps, `forward_embeds` for prefills) and the vision tower +
     projector (`encode_images`, when `vision_unsupported(model)` is "").
 
@@ -329,8 +329,8 @@ class FusedModel:
             pos = torch.cat([torch.arange(int(s), int(e)) for s, e in zip(start, end)])
             last = counts_t.cumsum(0) - 1
         none = torch.empty(0)
-        k_scale, v_scale = getattr(cache, "k_scale", none), getattr(cache, "v_scale", none)
-        logits = self.ext.ragged_forward(x, slot_rows, pos, last, cache.k, cache.v, k_scale, v_scale, self.cos,
+        extra = [getattr(cache, name, none) for name in ("k_scale", "v_scale", "k_offset", "v_offset")]
+        logits = self.ext.ragged_forward(x, slot_rows, pos, last, cache.k, cache.v, *extra, self.cos,
                                          self.sin, self._weights("decoder"), self.n_heads, self.n_kv_heads, self.eps,
                                          bf16 and self.has_bf16)
         cache.lengths[slots] = end

@@ -555,102 +555,145 @@ void attend(const float* q, int64_t q_stride, int64_t nq, const float* k, const 
   }
 }
 
-// The engine's KV cache as the kernel sees it: values [L, S, T, Hkv, Dh] in fp32 ("plain"), or
-// int8 / float8 e4m3 with one scale per (token, head) in [L, S, T, Hkv] (fp16 or fp32), the
-// layouts and rounding of autoui/runtime/cache/quant.py: the scale is max|x| / 127 (int8) or
-// / 448 (fp8), kept above the scale type's smallest normal and rounded to it *before* the
-// values are divided by it; int8 rounds half to even. Quantized rows are dequantized into
-// fp32 scratch for attention.
+// The engine's KV cache as the kernel sees it, in the layouts and rounding of
+// autoui/runtime/cache/quant.py:
+// - plain: fp32 values [L, S, T, Hkv, Dh];
+// - int8 / float8 e4m3: values [L, S, T, Hkv, Dh] and one scale per (token, head) [L, S, T,
+//   Hkv]: max|x| / 127 (int8, rounding half to even) or / 448 (fp8);
+// - int4: two codes per byte [L, S, T, Hkv, Dh / 2] (byte j: element j low, j + Dh/2 high),
+//   a scale (max - min) / 15 and an offset (the minimum) per group [L, S, T, Hkv, Dh / group].
+// Scales (fp16 or fp32) are kept above their type's smallest normal and rounded to it *before*
+// the values are divided by them. Quantized rows are dequantized into fp32 scratch for attention.
 struct KVStore {
-  torch::Tensor k, v, k_scale, v_scale;
+  torch::Tensor data[2], scale[2], offset[2];  // [0]: keys, [1]: values
   at::ScalarType kind;
-  bool half_scale;
+  bool half_scale = false;
   int64_t S, T, Hkv, Dh;
 
-  KVStore(torch::Tensor k_, torch::Tensor v_, torch::Tensor ks, torch::Tensor vs)
-      : k(std::move(k_)), v(std::move(v_)), k_scale(std::move(ks)), v_scale(std::move(vs)) {
+  KVStore(const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& ks, const torch::Tensor& vs,
+          const torch::Tensor& ko, const torch::Tensor& vo, int64_t head_dim)
+      : data{k, v}, scale{ks, vs}, offset{ko, vo}, kind(k.scalar_type()), Dh(head_dim) {
     TORCH_CHECK(k.dim() == 5 && k.is_contiguous() && v.is_contiguous() && v.sizes() == k.sizes() &&
-                    v.scalar_type() == k.scalar_type(),
-                "caches must be [L, S, T, Hkv, Dh] contiguous, keys and values alike");
-    kind = k.scalar_type();
-    TORCH_CHECK(kind == at::kFloat || kind == at::kChar || kind == at::kFloat8_e4m3fn,
-                "the cache must be fp32, int8 or float8_e4m3fn");
-    S = k.size(1), T = k.size(2), Hkv = k.size(3), Dh = k.size(4);
-    if (kind != at::kFloat) {
-      TORCH_CHECK(k_scale.dim() == 4 && k_scale.sizes() == k.sizes().slice(0, 4) && k_scale.is_contiguous() &&
-                      v_scale.sizes() == k_scale.sizes() && v_scale.is_contiguous() &&
-                      v_scale.scalar_type() == k_scale.scalar_type() &&
-                      (k_scale.scalar_type() == at::kHalf || k_scale.scalar_type() == at::kFloat),
-                  "a quantized cache needs fp16 or fp32 scales [L, S, T, Hkv]");
-      half_scale = k_scale.scalar_type() == at::kHalf;
-    } else {
-      half_scale = false;
+                    v.scalar_type() == kind,
+                "caches must be [L, S, T, Hkv, *] contiguous, keys and values alike");
+    TORCH_CHECK(kind == at::kFloat || kind == at::kChar || kind == at::kFloat8_e4m3fn || kind == at::kByte,
+                "the cache must be fp32, int8, float8_e4m3fn or packed int4 (uint8)");
+    S = k.size(1), T = k.size(2), Hkv = k.size(3);
+    TORCH_CHECK(k.size(4) == (int4() ? Dh / 2 : Dh), "the cache's last dim does not fit head_dim");
+    if (plain()) return;
+    for (int w = 0; w < 2; ++w) {
+      const auto& sc = scale[w];
+      const int64_t per_head = int4() ? sc.size(-1) : 1;
+      TORCH_CHECK(sc.dim() == (int4() ? 5 : 4) && sc.is_contiguous() && sc.size(0) == k.size(0) && sc.size(1) == S &&
+                      sc.size(2) == T && sc.size(3) == Hkv && Dh % per_head == 0 &&
+                      (sc.scalar_type() == at::kHalf || sc.scalar_type() == at::kFloat) &&
+                      sc.scalar_type() == scale[0].scalar_type(),
+                  "a quantized cache needs fp16 or fp32 scales per (token, head) or per int4 group");
+      TORCH_CHECK(!int4() || (offset[w].sizes() == sc.sizes() && offset[w].is_contiguous() &&
+                              offset[w].scalar_type() == sc.scalar_type()),
+                  "an int4 cache needs offsets shaped like its scales");
     }
+    half_scale = scale[0].scalar_type() == at::kHalf;
   }
 
   bool plain() const { return kind == at::kFloat; }
+  bool int4() const { return kind == at::kByte; }
   int64_t index(int64_t layer, int64_t slot, int64_t pos) const { return ((layer * S + slot) * T + pos) * Hkv; }
+  int64_t groups(int w) const { return int4() ? scale[w].size(-1) : 1; }
 
-  float get_scale(const torch::Tensor& t, int64_t i) const {
-    return half_scale ? static_cast<float>(t.data_ptr<at::Half>()[i]) : t.data_ptr<float>()[i];
+  // a scale or offset as fp32, from the raw storage (no per-element tensor calls)
+  float get(const void* base, int64_t i) const {
+    return half_scale ? static_cast<float>(static_cast<const at::Half*>(base)[i]) : static_cast<const float*>(base)[i];
   }
-  // the scale as stored (rounded to its type, kept above the type's smallest normal)
-  float put_scale(const torch::Tensor& t, int64_t i, float s) const {
+  // store v in t's type and return the stored value; scales are first kept above the smallest normal
+  float put(const torch::Tensor& t, int64_t i, float v, bool is_scale) const {
     if (half_scale) {
-      const at::Half h(std::max(s, 6.103515625e-05f));
+      const at::Half h(is_scale ? std::max(v, 6.103515625e-05f) : v);
       t.data_ptr<at::Half>()[i] = h;
       return static_cast<float>(h);
     }
-    s = std::max(s, std::numeric_limits<float>::min());
-    t.data_ptr<float>()[i] = s;
-    return s;
+    v = is_scale ? std::max(v, std::numeric_limits<float>::min()) : v;
+    t.data_ptr<float>()[i] = v;
+    return v;
   }
 
-  // store head vectors x [Hkv, Dh] at (layer, slot, pos) of keys (`which` 0) or values (1)
-  void write(int which, int64_t layer, int64_t slot, int64_t pos, const float* x) const {
-    const torch::Tensor& data = which ? v : k;
-    const torch::Tensor& scale = which ? v_scale : k_scale;
+  // store head vectors x [Hkv, Dh] at (layer, slot, pos) of keys (w = 0) or values (w = 1)
+  void write(int w, int64_t layer, int64_t slot, int64_t pos, const float* x) const {
     const int64_t at_ = index(layer, slot, pos);
     if (plain()) {
-      std::copy(x, x + Hkv * Dh, data.data_ptr<float>() + at_ * Dh);
+      std::copy(x, x + Hkv * Dh, data[w].data_ptr<float>() + at_ * Dh);
       return;
     }
     for (int64_t h = 0; h < Hkv; ++h) {
       const float* xh = x + h * Dh;
+      if (int4()) {
+        write_int4(w, at_ + h, xh);
+        continue;
+      }
       float amax = 0.f;
       for (int64_t e = 0; e < Dh; ++e) amax = std::max(amax, std::abs(xh[e]));
       if (kind == at::kChar) {
-        const float sf = put_scale(scale, at_ + h, amax / 127.f);
-        int8_t* q = data.data_ptr<int8_t>() + (at_ + h) * Dh;
+        const float sf = put(scale[w], at_ + h, amax / 127.f, true);
+        int8_t* q = data[w].data_ptr<int8_t>() + (at_ + h) * Dh;
         for (int64_t e = 0; e < Dh; ++e)
           q[e] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, std::nearbyint(xh[e] / sf))));
       } else {
-        const float sf = put_scale(scale, at_ + h, amax / 448.f);
-        auto* q = data.data_ptr<at::Float8_e4m3fn>() + (at_ + h) * Dh;
+        const float sf = put(scale[w], at_ + h, amax / 448.f, true);
+        auto* q = data[w].data_ptr<at::Float8_e4m3fn>() + (at_ + h) * Dh;
         for (int64_t e = 0; e < Dh; ++e) q[e] = at::Float8_e4m3fn(std::min(448.f, std::max(-448.f, xh[e] / sf)));
       }
     }
   }
 
-  // keys or values 0..n-1 of (layer, slot, kv head) as fp32 rows: a pointer and a row stride,
-  // into the cache itself (plain) or into `scratch` (dequantized)
-  std::pair<const float*, int64_t> read(int which, int64_t layer, int64_t slot, int64_t kvh, int64_t n,
+  void write_int4(int w, int64_t head, const float* x) const {
+    const int64_t G = groups(w), gs = Dh / G, half = Dh / 2;
+    uint8_t codes[1024];
+    for (int64_t g = 0; g < G; ++g) {
+      const float* xg = x + g * gs;
+      float lo = xg[0], hi = xg[0];
+      for (int64_t e = 1; e < gs; ++e) lo = std::min(lo, xg[e]), hi = std::max(hi, xg[e]);
+      const float sf = put(scale[w], head * G + g, (hi - lo) / 15.f, true);
+      const float of = put(offset[w], head * G + g, lo, false);
+      for (int64_t e = 0; e < gs; ++e)
+        codes[g * gs + e] = static_cast<uint8_t>(std::min(15.f, std::max(0.f, std::nearbyint((xg[e] - of) / sf))));
+    }
+    uint8_t* dst = data[w].data_ptr<uint8_t>() + head * half;
+    for (int64_t j = 0; j < half; ++j) dst[j] = static_cast<uint8_t>(codes[j] | (codes[j + half] << 4));
+  }
+
+  // keys (w = 0) or values (w = 1) 0..n-1 of (layer, slot, kv head) as fp32 rows: a pointer and
+  // a row stride, into the cache itself (plain) or into `scratch` (dequantized)
+  std::pair<const float*, int64_t> read(int w, int64_t layer, int64_t slot, int64_t kvh, int64_t n,
                                        std::vector<float>& scratch) const {
-    const torch::Tensor& data = which ? v : k;
-    const torch::Tensor& scale = which ? v_scale : k_scale;
     const int64_t at_ = index(layer, slot, 0) + kvh;
-    if (plain()) return {data.data_ptr<float>() + at_ * Dh, Hkv * Dh};
+    if (plain()) return {data[w].data_ptr<float>() + at_ * Dh, Hkv * Dh};
     scratch.resize(n * Dh);
+    const int64_t G = groups(w), gs = Dh / G, half = Dh / 2;
+    const void* sc = scale[w].data_ptr();
+    const void* of = int4() ? offset[w].data_ptr() : nullptr;
+    const int8_t* q8 = kind == at::kChar ? data[w].data_ptr<int8_t>() : nullptr;
+    const auto* qf8 = kind == at::kFloat8_e4m3fn ? data[w].data_ptr<at::Float8_e4m3fn>() : nullptr;
+    const uint8_t* q4 = int4() ? data[w].data_ptr<uint8_t>() : nullptr;
+    float codes[1024];
     for (int64_t j = 0; j < n; ++j) {
       const int64_t i = at_ + j * Hkv;
-      const float sf = get_scale(scale, i);
       float* dst = scratch.data() + j * Dh;
-      if (kind == at::kChar) {
-        const int8_t* q = data.data_ptr<int8_t>() + i * Dh;
-        for (int64_t e = 0; e < Dh; ++e) dst[e] = static_cast<float>(q[e]) * sf;
+      if (q8) {
+        const float sf = get(sc, i);
+        for (int64_t e = 0; e < Dh; ++e) dst[e] = static_cast<float>(q8[i * Dh + e]) * sf;
+      } else if (qf8) {
+        const float sf = get(sc, i);
+        for (int64_t e = 0; e < Dh; ++e) dst[e] = static_cast<float>(qf8[i * Dh + e]) * sf;
       } else {
-        const auto* q = data.data_ptr<at::Float8_e4m3fn>() + i * Dh;
-        for (int64_t e = 0; e < Dh; ++e) dst[e] = static_cast<float>(q[e]) * sf;
+        const uint8_t* q = q4 + i * half;
+        for (int64_t e = 0; e < half; ++e) {
+          codes[e] = static_cast<float>(q[e] & 0xF);
+          codes[e + half] = static_cast<float>(q[e] >> 4);
+        }
+        for (int64_t g = 0; g < G; ++g) {
+          const float sf = get(sc, i * G + g), o = get(of, i * G + g);
+          for (int64_t e = g * gs; e < (g + 1) * gs; ++e) dst[e] = codes[e] * sf + o;
+        }
       }
     }
     return {scratch.data(), Dh};
@@ -664,7 +707,8 @@ constexpr int64_t kVisionPerLayer = 16;   // ln1 (w, b), ln2 (w, b), (qkv, out, 
 
 // x: [N, D] input embeddings (the residual stream: updated in place); slot, pos: [N] int64,
 // rows of a sequence consecutive; last: [M] int64 rows whose logits are wanted.
-// cache_k, cache_v, k_scale, v_scale: the KV cache (see KVStore; scales empty for fp32);
+// cache_k, cache_v, k_scale, v_scale, k_offset, v_offset: the KV cache (see KVStore; scales
+// empty for fp32, offsets empty but for int4);
 // rope_cos, rope_sin: [max_pos, Dh] fp32.
 // weights, per layer l at kDecoderPerLayer * l: input norm, qkv (t, f16, bf16), o (t, f16,
 // bf16), post norm, gate_up (t, f16, bf16), down (t, f16, bf16), qkv bias (or empty); then
@@ -672,20 +716,21 @@ constexpr int64_t kVisionPerLayer = 16;   // ln1 (w, b), ln2 (w, b), (qkv, out, 
 // bf16: bf16 [out, in] or empty. bf16: run products of more than two rows in bf16.
 torch::Tensor ragged_forward(torch::Tensor x, torch::Tensor slot, torch::Tensor pos, torch::Tensor last,
                              torch::Tensor cache_k, torch::Tensor cache_v, torch::Tensor k_scale,
-                             torch::Tensor v_scale, torch::Tensor rope_cos, torch::Tensor rope_sin, Tensors weights,
-                             int64_t n_heads, int64_t n_kv_heads, double eps, bool bf16) {
+                             torch::Tensor v_scale, torch::Tensor k_offset, torch::Tensor v_offset,
+                             torch::Tensor rope_cos, torch::Tensor rope_sin, Tensors weights, int64_t n_heads,
+                             int64_t n_kv_heads, double eps, bool bf16) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), "x must be [N, D] fp32 contiguous");
-  const KVStore store(cache_k, cache_v, k_scale, v_scale);
+  TORCH_CHECK(rope_cos.dim() == 2 && rope_cos.size(1) % 2 == 0 && rope_cos.size(1) <= 1024,
+              "RoPE tables must be [positions, head_dim] with an even head_dim <= 1024");
+  const KVStore store(cache_k, cache_v, k_scale, v_scale, k_offset, v_offset, rope_cos.size(1));
   const int64_t N = x.size(0), D = x.size(1);
   TORCH_CHECK(N > 0, "no rows to run");
   const int64_t L = cache_k.size(0), S = store.S, T = store.T, Hkv = store.Hkv, Dh = store.Dh;
   TORCH_CHECK(Hkv == n_kv_heads && n_heads % n_kv_heads == 0, "head counts do not match the cache");
-  TORCH_CHECK(Dh <= 1024 && Dh % 2 == 0, "head_dim must be even and <= 1024");
   TORCH_CHECK(static_cast<int64_t>(weights.size()) == kDecoderPerLayer * L + 4, "wrong number of decoder weights");
   TORCH_CHECK(slot.numel() == N && pos.numel() == N, "slot and pos need one entry per row");
   TORCH_CHECK(weights[0].numel() == D && weights[1].size(0) == D, "x's width differs from the model's hidden size");
-  TORCH_CHECK(rope_cos.dim() == 2 && rope_cos.size(1) == Dh && rope_sin.sizes() == rope_cos.sizes(),
-              "RoPE tables must be [positions, head_dim]");
+  TORCH_CHECK(rope_sin.sizes() == rope_cos.sizes(), "RoPE tables must be [positions, head_dim]");
   TORCH_CHECK(slot.scalar_type() == at::kLong && pos.scalar_type() == at::kLong && last.scalar_type() == at::kLong,
               "slot, pos and last must be int64");
   const int64_t* slot_p = slot.data_ptr<int64_t>();
@@ -858,7 +903,7 @@ bool has_f16_gemv() {
 
 #ifndef AUTOUI_CPU_STEP_NO_MODULE  // (defined by a file that includes this one to time its parts)
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("ragged_forward", &ragged_forward, "fused decoder forward over a plain, int8 or fp8 KV cache (CPU)");
+  m.def("ragged_forward", &ragged_forward, "fused decoder forward over a plain, int8, fp8 or int4 KV cache (CPU)");
   m.def("vision_forward", &vision_forward, "fused vision tower + projector forward (CPU)");
   m.def("has_f16_gemv", &has_f16_gemv, "whether this build multiplies one- and two-row products by fp16 weights");
 }
