@@ -47,8 +47,10 @@ def _cpu_signature() -> str:
 
 
 def extension_name(arch: str = "native") -> str:
-    """A name that changes with the source, the flags, torch and the CPU (so no stale build is reused)."""
-    key = "\n".join([SOURCE.read_text(), " ".join(CFLAGS), arch, torch.__version__, _cpu_signature()])
+    """A name that changes with the sources (csrc/*.cpp, *.h), the flags, torch and the CPU (so no stale
+    build is reused)."""
+    sources = [f.read_text() for f in sorted(SOURCE.parent.iterdir()) if f.suffix in (".cpp", ".h")]
+    key = "\n".join([*sources, " ".join(CFLAGS), arch, torch.__version__, _cpu_signature()])
     return "autoui_cpu_step_" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 

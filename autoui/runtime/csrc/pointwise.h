@@ -1,0 +1,123 @@
+// Row-wise pieces of the fused CPU kernel: RMSNorm / LayerNorm, RoPE, and the SiLU and GELU
+// gates, in fp32 or reading and writing bf16 rows (statistics always in fp32).
+#pragma once
+
+#include "simd.h"
+
+namespace autoui_cpu {
+
+// a = silu(g) * u = g * u / (1 + exp(-g)), row of width n; scratch holds n floats
+inline void silu_mul(const float* g, const float* u, float* a, int64_t n, float* scratch) {
+#pragma omp simd
+  for (int64_t e = 0; e < n; ++e) scratch[e] = -g[e];
+  exp_array(scratch, scratch, n);
+#pragma omp simd
+  for (int64_t e = 0; e < n; ++e) a[e] = g[e] * u[e] / (1.f + scratch[e]);
+}
+
+// GELU, tanh form, in place: 0.5 x (1 + tanh(z)), z = sqrt(2/pi) (x + 0.044715 x^3), with
+// 1 + tanh(z) = 2 - 2 / (exp(2z) + 1); scratch holds n floats
+inline void gelu_tanh_inplace(float* x, int64_t n, float* scratch) {
+  const float k = 0.7978845608028654f;
+#pragma omp simd
+  for (int64_t e = 0; e < n; ++e) scratch[e] = 2.f * k * (x[e] + 0.044715f * x[e] * x[e] * x[e]);
+  exp_array(scratch, scratch, n);
+#pragma omp simd
+  for (int64_t e = 0; e < n; ++e) x[e] = 0.5f * x[e] * (2.f - 2.f / (scratch[e] + 1.f));
+}
+
+// Row-wise norms of x [rows, d] written as bf16 (the next matmul's input): RMSNorm when `mean_b`
+// is null, else LayerNorm with bias mean_b. Statistics in fp32.
+inline torch::Tensor norm_to_bf16(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor* bias, double eps) {
+  const int64_t rows = x.size(0), d = x.size(1);
+  auto out = torch::empty({rows, d}, x.options().dtype(at::kBFloat16));
+  const float* xp = x.data_ptr<float>();
+  const float* wp = w.data_ptr<float>();
+  const float* bp = bias ? bias->data_ptr<float>() : nullptr;
+  uint16_t* op = bf16_bits(out);
+  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+    std::vector<float> tmp(d);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = xp + r * d;
+      float mean = 0.f;
+      if (bp) {
+#pragma omp simd reduction(+ : mean)
+        for (int64_t j = 0; j < d; ++j) mean += xr[j];
+        mean /= static_cast<float>(d);
+      }
+      float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+      for (int64_t j = 0; j < d; ++j) ss += (xr[j] - mean) * (xr[j] - mean);
+      const float inv = 1.f / std::sqrt(ss / static_cast<float>(d) + static_cast<float>(eps));
+      if (bp) {
+#pragma omp simd
+        for (int64_t j = 0; j < d; ++j) tmp[j] = (xr[j] - mean) * inv * wp[j] + bp[j];
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < d; ++j) tmp[j] = xr[j] * inv * wp[j];
+      }
+      to_bf16_span(tmp.data(), op + r * d, d);
+    }
+  });
+  return out;
+}
+
+// In place on bf16 rows [rows, width]: fn(fp32 row, scratch) applied between a widening and a rounding.
+template <typename Fn>
+inline void map_bf16_rows(torch::Tensor& t, Fn fn) {
+  const int64_t rows = t.size(0), width = t.size(1);
+  uint16_t* p = bf16_bits(t);
+  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+    std::vector<float> row(width), scratch(width);
+    for (int64_t r = r0; r < r1; ++r) {
+      from_bf16_span(p + r * width, row.data(), width);
+      fn(row.data(), scratch.data(), width);
+      to_bf16_span(row.data(), p + r * width, width);
+    }
+  });
+}
+
+// act [rows, I] = silu(gate) * up from gate_up [rows, 2I], both bf16 (computed in fp32)
+inline torch::Tensor silu_mul_bf16(const torch::Tensor& gu) {
+  const int64_t rows = gu.size(0), I = gu.size(1) / 2;
+  auto act = torch::empty({rows, I}, gu.options());
+  const uint16_t* src = bf16_bits(gu);
+  uint16_t* dst = bf16_bits(act);
+  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+    std::vector<float> g(2 * I), a(I), scratch(I);
+    for (int64_t r = r0; r < r1; ++r) {
+      from_bf16_span(src + r * 2 * I, g.data(), 2 * I);
+      silu_mul(g.data(), g.data() + I, a.data(), I, scratch.data());
+      to_bf16_span(a.data(), dst + r * I, I);
+    }
+  });
+  return act;
+}
+
+inline void rms_norm_rows(const float* x, const float* w, float* out, int64_t rows, int64_t d, double eps) {
+  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * d;
+      float* o = out + r * d;
+      float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+      for (int64_t j = 0; j < d; ++j) ss += xr[j] * xr[j];
+      const float inv = 1.f / std::sqrt(ss / static_cast<float>(d) + static_cast<float>(eps));
+#pragma omp simd
+      for (int64_t j = 0; j < d; ++j) o[j] = xr[j] * inv * w[j];
+    }
+  });
+}
+
+// x[j] * cos[j] + x[(j + D/2) % D] * sin_rot[j]  (autoui.model.layers.apply_rope)
+inline void rope(float* x, const float* cos, const float* sin_rot, int64_t dh) {
+  const int64_t half = dh / 2;
+  float tmp[1024];
+  std::copy(x, x + dh, tmp);
+#pragma omp simd
+  for (int64_t j = 0; j < half; ++j) x[j] = tmp[j] * cos[j] + tmp[j + half] * sin_rot[j];
+#pragma omp simd
+  for (int64_t j = half; j < dh; ++j) x[j] = tmp[j] * cos[j] + tmp[j - half] * sin_rot[j];
+}
+
+}  // namespace autoui_cpu
