@@ -98,15 +98,22 @@ def unsupported(model: Any, cache: Any = None) -> str:
     return ""
 
 
+def why_not(model: Any, cache: Any = None) -> str:
+    """Why engines on this machine cannot run `model` over `cache` (default: a plain fp32 cache)
+    through the fused kernel: `unsupported`'s reason, or why the kernel could not be built; ""
+    when they can."""
+    reason = unsupported(model, cache)
+    if not reason:
+        try:
+            load_extension()
+        except RuntimeError as exc:
+            reason = str(exc)
+    return reason
+
+
 def serves(model: Any) -> bool:
     """Whether engines on this machine run `model` (with a plain cache) through the fused kernel."""
-    if unsupported(model):
-        return False
-    try:
-        load_extension()
-    except RuntimeError:
-        return False
-    return True
+    return not why_not(model)
 
 
 def half_copy(w_t: torch.Tensor) -> torch.Tensor:
@@ -168,12 +175,7 @@ def fused_decoder(model: Any, cache: Any, required: bool = False) -> "FusedModel
     """A `FusedModel` for `model` over `cache`, or None (logged) when it cannot run here.
 
     `required` raises instead of returning None (`EngineConfig(decode="fused")`)."""
-    reason = unsupported(model, cache)
-    if not reason:
-        try:
-            load_extension()
-        except RuntimeError as exc:
-            reason = str(exc)
+    reason = why_not(model, cache)
     if reason:
         if required:
             raise RuntimeError(f"decode='fused' is not available: {reason}")

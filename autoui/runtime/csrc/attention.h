@@ -124,10 +124,10 @@ inline void attend4(const float* q, int64_t q_stride, int64_t nq, const float* v
 #endif
 
 // Softmax attention of `nq` queries over keys/values 0..n_keys[i]-1 (key j at k + j * stride).
-// Keys are transposed once into `kt` [dh, n_pad] (zero-padded to whole vectors), so each
-// query's scores are accumulated across keys in registers, 16 (or 8) keys per vector; values
-// are summed into the output row the same way. Query i and its output live at q + i *
-// q_stride and out + i * out_stride.
+// Keys are transposed once into `kt` [dh, n_pad] (zero-padded to whole blocks), so scores are
+// computed across keys: by `attend4` for head sizes 32 and 64 with AVX-512, else one query at a
+// time with vectorised loops. Query i and its output live at q + i * q_stride and out + i *
+// out_stride.
 inline void attend(const float* q, int64_t q_stride, int64_t nq, const float* k, const float* v, int64_t stride,
             const int64_t* n_keys, int64_t n_max, int64_t dh, float scale, float* out, int64_t out_stride,
             std::vector<float>& kt, std::vector<float>& score) {
@@ -135,8 +135,8 @@ inline void attend(const float* q, int64_t q_stride, int64_t nq, const float* k,
     attend_one(q, k, v, stride, n_keys[0], dh, scale, out, score);
     return;
   }
-  constexpr int64_t kBlock = 4 * kLanes;  // keys scored together: four independent accumulators
-  const int64_t n_pad = (n_max + kBlock - 1) / kBlock * kBlock;
+  constexpr int64_t kKeyBlock = 64;  // keys attend4 scores together (four vectors of 16)
+  const int64_t n_pad = (n_max + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
   kt.resize(dh * n_pad);
   score.resize(4 * n_pad);
   for (int64_t e = 0; e < dh; ++e) {  // kt[e, j] = k[j, e], zero past n_max
@@ -155,23 +155,6 @@ inline void attend(const float* q, int64_t q_stride, int64_t nq, const float* k,
     const float* qi = q + i * q_stride;
     const int64_t n = n_keys[i];
     float* s = score.data();
-#if defined(__AVX512F__)
-    for (int64_t j0 = 0; j0 < n; j0 += kBlock) {  // (keys past n are zero columns; their scores are unused)
-      __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-      for (int64_t e = 0; e < dh; ++e) {
-        const __m512 qe = _mm512_set1_ps(qi[e] * scale);
-        const float* row = kt.data() + e * n_pad + j0;
-        a0 = _mm512_fmadd_ps(qe, _mm512_loadu_ps(row), a0);
-        a1 = _mm512_fmadd_ps(qe, _mm512_loadu_ps(row + 16), a1);
-        a2 = _mm512_fmadd_ps(qe, _mm512_loadu_ps(row + 32), a2);
-        a3 = _mm512_fmadd_ps(qe, _mm512_loadu_ps(row + 48), a3);
-      }
-      _mm512_storeu_ps(s + j0, a0);
-      _mm512_storeu_ps(s + j0 + 16, a1);
-      _mm512_storeu_ps(s + j0 + 32, a2);
-      _mm512_storeu_ps(s + j0 + 48, a3);
-    }
-#else
     std::fill(s, s + n, 0.f);
     for (int64_t e = 0; e < dh; ++e) {
       const float qe = qi[e] * scale;
@@ -179,7 +162,6 @@ inline void attend(const float* q, int64_t q_stride, int64_t nq, const float* k,
 #pragma omp simd
       for (int64_t j = 0; j < n; ++j) s[j] += qe * row[j];
     }
-#endif
     softmax(s, n);
     weighted_sum(s, v, stride, n, dh, out + i * out_stride);
   }

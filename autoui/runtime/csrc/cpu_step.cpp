@@ -73,7 +73,6 @@ torch::Tensor ragged_forward(torch::Tensor x, torch::Tensor slot, torch::Tensor 
   const float scale = 1.f / std::sqrt(static_cast<float>(Dh));
   const float* cos_p = rope_cos.data_ptr<float>();
   const float* sin_p = rope_sin.data_ptr<float>();
-  auto h = torch::empty_like(x);
   auto attn = torch::empty({N, qw}, x.options());
   const torch::Tensor none;
   // many-row bf16 forwards keep matmul inputs and outputs in bf16 where the next step allows
@@ -83,14 +82,7 @@ torch::Tensor ragged_forward(torch::Tensor x, torch::Tensor slot, torch::Tensor 
     const torch::Tensor* w = &weights[kDecoderPerLayer * l];
     const Linear qkv_w{w[1], w[2], w[3], w[14]}, o_w{w[4], w[5], w[6], none}, gu_w{w[8], w[9], w[10], none},
         down_w{w[11], w[12], w[13], none};
-    torch::Tensor qkv;  // [N, qw + 2kw] fp32: RoPE and the cache need it
-    if (flow_b) {
-      qkv = torch::empty({N, row}, x.options());
-      add_bf16_rows(at::linear(norm_to_bf16(x, w[0], nullptr, eps), w[3]), w[14], qkv.data_ptr<float>(), false);
-    } else {
-      rms_norm_rows(x.data_ptr<float>(), w[0].data_ptr<float>(), h.data_ptr<float>(), N, D, eps);
-      qkv = linear(h, qkv_w, bf16);
-    }
+    auto qkv = linear(norm_rows(x, w[0], nullptr, eps, flow_b), qkv_w, bf16);  // [N, qw + 2kw] fp32: RoPE, cache
     float* qkv_p = qkv.data_ptr<float>();
     at::parallel_for(0, N, 8, [&](int64_t i0, int64_t i1) {  // RoPE on q and k, then store k and v
       for (int64_t i = i0; i < i1; ++i) {
@@ -105,41 +97,28 @@ torch::Tensor ragged_forward(torch::Tensor x, torch::Tensor slot, torch::Tensor 
     float* attn_p = attn.data_ptr<float>();
     int64_t attn_work = 0;
     for (int64_t i = 0; i < N; ++i) attn_work += 2 * n_keys[i] * qw;
-    parallel_if(attn_work, 0, G * Hq, [&](int64_t t0, int64_t t1) {
+    // per sequence and KV head: its keys and values read (dequantized) once for the `rep` query heads sharing them
+    parallel_if(attn_work, 0, G * Hkv, [&](int64_t t0, int64_t t1) {
       std::vector<float> kt, score, k_rows, v_rows;
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t g = t / Hq, hq = t % Hq, kvh = hq / rep, r0 = group_start[g], nr = group_start[g + 1] - r0;
+        const int64_t g = t / Hkv, kvh = t % Hkv, r0 = group_start[g], nr = group_start[g + 1] - r0;
         int64_t n_max = 0;
         for (int64_t i = r0; i < r0 + nr; ++i) n_max = std::max(n_max, n_keys[i]);
         const auto [kp, stride] = store.read(0, l, slot_p[r0], kvh, n_max, k_rows);
         const auto vp = store.read(1, l, slot_p[r0], kvh, n_max, v_rows).first;
-        attend(qkv_p + r0 * row + hq * Dh, row, nr, kp, vp, stride, n_keys.data() + r0, n_max, Dh, scale,
-               attn_p + r0 * qw + hq * Dh, qw, kt, score);
+        for (int64_t hq = kvh * rep; hq < (kvh + 1) * rep; ++hq)
+          attend(qkv_p + r0 * row + hq * Dh, row, nr, kp, vp, stride, n_keys.data() + r0, n_max, Dh, scale,
+                 attn_p + r0 * qw + hq * Dh, qw, kt, score);
       }
     });
     linear(attn, o_w, bf16, &x);  // x += attn @ o^T
-    if (flow_b) {  // gate/up, SiLU and down in bf16, the residual stream in fp32
-      auto act = silu_mul_bf16(at::linear(norm_to_bf16(x, w[7], nullptr, eps), w[10]));
-      add_bf16_rows(at::linear(act, w[13]), none, x.data_ptr<float>(), true);
-      continue;
-    }
-    rms_norm_rows(x.data_ptr<float>(), w[7].data_ptr<float>(), h.data_ptr<float>(), N, D, eps);
-    auto gu = linear(h, gu_w, bf16);  // [N, 2I]
-    const int64_t I = gu.size(1) / 2;
-    auto act = torch::empty({N, I}, x.options());
-    float* gu_p = gu.data_ptr<float>();
-    float* act_p = act.data_ptr<float>();
-    at::parallel_for(0, N, 16, [&](int64_t i0, int64_t i1) {
-      std::vector<float> scratch(I);
-      for (int64_t i = i0; i < i1; ++i) silu_mul(gu_p + i * 2 * I, gu_p + i * 2 * I + I, act_p + i * I, I, scratch.data());
-    });
-    linear(act, down_w, bf16, &x);  // x += (silu(gate) * up) @ down^T
+    // gate/up, SiLU and down; with flow_b in bf16 (the residual stream stays fp32)
+    const auto normed = norm_rows(x, w[7], nullptr, eps, flow_b);
+    const auto gu = flow_b ? bf16_linear(normed, w[10], none) : linear(normed, gu_w, bf16);  // [N, 2I]
+    linear(silu_mul_rows(gu), down_w, bf16, &x);  // x += (silu(gate) * up) @ down^T
   }
   const torch::Tensor* f = &weights[kDecoderPerLayer * L];
-  auto sel = x.index_select(0, last);
-  auto hs = torch::empty_like(sel);
-  rms_norm_rows(sel.data_ptr<float>(), f[0].data_ptr<float>(), hs.data_ptr<float>(), sel.size(0), D, eps);
-  return linear(hs, Linear{f[1], f[2], f[3], none}, bf16);
+  return linear(norm_rows(x.index_select(0, last), f[0], nullptr, eps, false), Linear{f[1], f[2], f[3], none}, bf16);
 }
 
 // patches: [B * P, C * p * p] fp32, the image cut into P patches per image in the patch
@@ -162,56 +141,33 @@ torch::Tensor vision_forward(torch::Tensor patches, int64_t n_images, Tensors we
   const torch::Tensor none;
   auto x = linear(patches, Linear{weights[0], none, weights[1], weights[2]}, bf16);  // [N, Dv]
   x.view({n_images, P, Dv}).add_(weights[3]);
+  // many-row bf16 forwards keep matmul inputs and outputs in bf16 where the next step allows
   const bool flow_b = bf16 && weights[1].numel() && N > kGemvRows;
-  for (int64_t l = 0; l < n_layers && flow_b; ++l) {  // bf16 between matmuls; the residual stream stays fp32
+  for (int64_t l = 0; l < n_layers; ++l) {  // the residual stream x stays fp32
     const torch::Tensor* w = &weights[4 + kVisionPerLayer * l];
-    auto qkv = bf16_linear(norm_to_bf16(x, w[0], &w[1], eps), w[3], w[4]).view({n_images, P, 3, n_heads, Dh});
-    auto heads = [&](int64_t i) { return qkv.select(2, i).transpose(1, 2); };  // [B, H, P, Dh]
-    auto attn = at::scaled_dot_product_attention(heads(0), heads(1), heads(2)).transpose(1, 2).reshape({N, Dv});
-    add_bf16_rows(at::linear(attn, w[6]), w[7], x.data_ptr<float>(), true);
-    auto mid = bf16_linear(norm_to_bf16(x, w[8], &w[9], eps), w[11], w[12]);
-    if (tanh_gelu) {
-      map_bf16_rows(mid, [](float* row, float* scratch, int64_t n) { gelu_tanh_inplace(row, n, scratch); });
-    } else {
-      at::gelu_(mid, "none");
-    }
-    add_bf16_rows(at::linear(mid, w[14]), w[15], x.data_ptr<float>(), true);
-  }
-  for (int64_t l = 0; l < n_layers && !flow_b; ++l) {
-    const torch::Tensor* w = &weights[4 + kVisionPerLayer * l];
-    auto h = at::layer_norm(x, {Dv}, w[0], w[1], eps);
-    auto qkv = linear(h, Linear{w[2], none, w[3], w[4]}, bf16).view({n_images, P, 3, n_heads, Dh});
+    const Linear qkv_w{w[2], none, w[3], w[4]}, out_w{w[5], none, w[6], w[7]}, fc1_w{w[10], none, w[11], w[12]},
+        fc2_w{w[13], none, w[14], w[15]};
+    // LayerNorm, then a linear whose result the next step reads: bf16 throughout with flow_b
+    auto norm_linear = [&](const torch::Tensor& nw, const torch::Tensor& nb, const Linear& lin) {
+      return flow_b ? bf16_linear(norm_rows(x, nw, &nb, eps, true), lin.wb, lin.bias)
+                    : linear(at::layer_norm(x, {Dv}, nw, nb, eps), lin, bf16);
+    };
+    auto qkv = norm_linear(w[0], w[1], qkv_w).view({n_images, P, 3, n_heads, Dh});
     // every patch sees every patch, the same length for all images: PyTorch's fused CPU
     // attention on strided views of qkv is faster here than the kernel's own (1.6 vs 2.9 ms a
     // layer for 32 images, 2-core Xeon, 2026-12-05)
     auto heads = [&](int64_t i) { return qkv.select(2, i).transpose(1, 2); };  // [B, H, P, Dh]
-    auto attn = at::scaled_dot_product_attention(heads(0), heads(1), heads(2)).transpose(1, 2).reshape({N, Dv});
-    linear(attn, Linear{w[5], none, w[6], w[7]}, bf16, &x);
-    h = at::layer_norm(x, {Dv}, w[8], w[9], eps);
-    auto mid = linear(h, Linear{w[10], none, w[11], w[12]}, bf16);
-    if (tanh_gelu) {
-      const int64_t I = mid.size(1);
-      float* mid_p = mid.data_ptr<float>();
-      at::parallel_for(0, N, 16, [&](int64_t i0, int64_t i1) {
-        std::vector<float> scratch(I);
-        for (int64_t i = i0; i < i1; ++i) gelu_tanh_inplace(mid_p + i * I, I, scratch.data());
-      });
-    } else {
-      at::gelu_(mid, "none");
-    }
-    linear(mid, Linear{w[13], none, w[14], w[15]}, bf16, &x);
+    linear(at::scaled_dot_product_attention(heads(0), heads(1), heads(2)).transpose(1, 2).reshape({N, Dv}), out_w,
+           bf16, &x);
+    auto mid = norm_linear(w[8], w[9], fc1_w);
+    gelu_rows_(mid, tanh_gelu);
+    linear(mid, fc2_w, bf16, &x);
   }
   const torch::Tensor* pj = &weights[4 + kVisionPerLayer * n_layers];
-  if (flow_b) {
-    auto mid = bf16_linear(to_bf16(x), pj[1], pj[2]);
-    at::gelu_(mid, "none");
-    auto out = torch::empty({N, pj[4].size(0)}, x.options());
-    add_bf16_rows(at::linear(mid, pj[4]), pj[5], out.data_ptr<float>(), false);
-    return out;
-  }
-  auto mid = linear(x, Linear{pj[0], none, pj[1], pj[2]}, bf16);
-  at::gelu_(mid, "none");
-  return linear(mid, Linear{pj[3], none, pj[4], pj[5]}, bf16);
+  const Linear proj1{pj[0], none, pj[1], pj[2]}, proj2{pj[3], none, pj[4], pj[5]};
+  auto mid = flow_b ? bf16_linear(to_bf16(x), proj1.wb, proj1.bias) : linear(x, proj1, bf16);
+  gelu_rows_(mid, false);
+  return linear(mid, proj2, bf16);
 }
 
 bool has_f16_gemv() {

@@ -76,22 +76,18 @@ inline void add_bf16_rows(const torch::Tensor& y, const torch::Tensor& bias, flo
         _mm512_storeu_ps(dr + o, v);
       }
 #endif
-      for (; o < out; ++o) {
-        const uint32_t bits = static_cast<uint32_t>(yr[o]) << 16;
-        float v;
-        std::memcpy(&v, &bits, 4);
-        dr[o] = (accumulate ? dr[o] : 0.f) + v + b[o];
-      }
+      for (; o < out; ++o) dr[o] = (accumulate ? dr[o] : 0.f) + bf16_to_float(yr[o]) + b[o];
     }
   });
 }
 
-// x @ w (+ bias); with `acc`, the result is added into acc in place and acc is returned.
-// `bf16`: many-row products run as bf16 x bf16 -> fp32 (AMX / AVX512-BF16), activations stay fp32.
+// x @ w (+ bias) in fp32; with `acc`, the result is added into acc in place and acc is returned.
+// `bf16`: many-row products run as bf16 x bf16 -> fp32 (AMX / AVX512-BF16). x is fp32, or bf16
+// already (an input kept in bf16 by the step before), which takes the bf16 weights whatever `bf16` says.
 inline torch::Tensor linear(const torch::Tensor& x, const Linear& w, bool bf16, torch::Tensor* acc = nullptr) {
-  const bool has_bias = w.bias.numel() > 0;
+  const bool has_bias = w.bias.numel() > 0, x_bf16 = x.scalar_type() == at::kBFloat16;
 #ifdef AUTOUI_F16_GEMV
-  if (w.w16.numel() && x.size(0) <= kGemvRows && x.size(1) % 16 == 0) {
+  if (!x_bf16 && w.w16.numel() && x.size(0) <= kGemvRows && x.size(1) % 16 == 0) {
     const auto* wp = reinterpret_cast<const uint16_t*>(w.w16.data_ptr<at::Half>());
     torch::Tensor y = acc ? *acc : torch::empty({x.size(0), w.w16.size(0)}, x.options());
     gemv_f16(x.data_ptr<float>(), x.size(0), x.size(1), wp, w.w16.size(0), y.data_ptr<float>(), acc != nullptr);
@@ -99,9 +95,10 @@ inline torch::Tensor linear(const torch::Tensor& x, const Linear& w, bool bf16, 
     return y;
   }
 #endif
-  if (bf16 && w.wb.numel()) {
-    auto y = at::linear(to_bf16(x), w.wb);  // bf16 [rows, out]; [out, in] weights: oneDNN's fast layout
-    torch::Tensor dst = acc ? *acc : torch::empty({x.size(0), w.wb.size(0)}, x.options());
+  TORCH_CHECK(!x_bf16 || w.wb.numel(), "a bf16 input needs the layer's bf16 weights");
+  if (x_bf16 || (bf16 && w.wb.numel())) {
+    auto y = at::linear(x_bf16 ? x : to_bf16(x), w.wb);  // bf16 [rows, out]; [out, in] weights: oneDNN's fast layout
+    torch::Tensor dst = acc ? *acc : torch::empty({x.size(0), w.wb.size(0)}, x.options().dtype(at::kFloat));
     add_bf16_rows(y, w.bias, dst.data_ptr<float>(), acc != nullptr);
     return dst;
   }

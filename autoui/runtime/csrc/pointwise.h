@@ -1,5 +1,5 @@
 // Row-wise pieces of the fused CPU kernel: RMSNorm / LayerNorm, RoPE, and the SiLU and GELU
-// gates, in fp32 or reading and writing bf16 rows (statistics always in fp32).
+// gates, on fp32 rows or on bf16 rows (arithmetic and statistics always in fp32).
 #pragma once
 
 #include "simd.h"
@@ -26,37 +26,45 @@ inline void gelu_tanh_inplace(float* x, int64_t n, float* scratch) {
   for (int64_t e = 0; e < n; ++e) x[e] = 0.5f * x[e] * (2.f - 2.f / (scratch[e] + 1.f));
 }
 
-// Row-wise norms of x [rows, d] written as bf16 (the next matmul's input): RMSNorm when `mean_b`
-// is null, else LayerNorm with bias mean_b. Statistics in fp32.
-inline torch::Tensor norm_to_bf16(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor* bias, double eps) {
+// One row of RMSNorm (bias null) or LayerNorm (weight w, bias b), statistics in fp32.
+inline void norm_row(const float* xr, const float* w, const float* b, int64_t d, double eps, float* out) {
+  float mean = 0.f;
+  if (b) {
+#pragma omp simd reduction(+ : mean)
+    for (int64_t j = 0; j < d; ++j) mean += xr[j];
+    mean /= static_cast<float>(d);
+  }
+  float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t j = 0; j < d; ++j) ss += (xr[j] - mean) * (xr[j] - mean);
+  const float inv = 1.f / std::sqrt(ss / static_cast<float>(d) + static_cast<float>(eps));
+  if (b) {
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) out[j] = (xr[j] - mean) * inv * w[j] + b[j];
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) out[j] = xr[j] * inv * w[j];
+  }
+}
+
+// The rows of x [rows, d] normalised (RMSNorm without `bias`, LayerNorm with it), in fp32, or in
+// bf16 when `to_bf16_out` (the next matmul's input).
+inline torch::Tensor norm_rows(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor* bias, double eps,
+                               bool to_bf16_out) {
   const int64_t rows = x.size(0), d = x.size(1);
-  auto out = torch::empty({rows, d}, x.options().dtype(at::kBFloat16));
+  auto out = torch::empty({rows, d}, x.options().dtype(to_bf16_out ? at::kBFloat16 : at::kFloat));
   const float* xp = x.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
   const float* bp = bias ? bias->data_ptr<float>() : nullptr;
-  uint16_t* op = bf16_bits(out);
   at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
-    std::vector<float> tmp(d);
+    std::vector<float> tmp(to_bf16_out ? d : 0);
     for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = xp + r * d;
-      float mean = 0.f;
-      if (bp) {
-#pragma omp simd reduction(+ : mean)
-        for (int64_t j = 0; j < d; ++j) mean += xr[j];
-        mean /= static_cast<float>(d);
+      if (!to_bf16_out) {
+        norm_row(xp + r * d, wp, bp, d, eps, out.data_ptr<float>() + r * d);
+        continue;
       }
-      float ss = 0.f;
-#pragma omp simd reduction(+ : ss)
-      for (int64_t j = 0; j < d; ++j) ss += (xr[j] - mean) * (xr[j] - mean);
-      const float inv = 1.f / std::sqrt(ss / static_cast<float>(d) + static_cast<float>(eps));
-      if (bp) {
-#pragma omp simd
-        for (int64_t j = 0; j < d; ++j) tmp[j] = (xr[j] - mean) * inv * wp[j] + bp[j];
-      } else {
-#pragma omp simd
-        for (int64_t j = 0; j < d; ++j) tmp[j] = xr[j] * inv * wp[j];
-      }
-      to_bf16_span(tmp.data(), op + r * d, d);
+      norm_row(xp + r * d, wp, bp, d, eps, tmp.data());
+      to_bf16_span(tmp.data(), bf16_bits(out) + r * d, d);
     }
   });
   return out;
@@ -77,10 +85,20 @@ inline void map_bf16_rows(torch::Tensor& t, Fn fn) {
   });
 }
 
-// act [rows, I] = silu(gate) * up from gate_up [rows, 2I], both bf16 (computed in fp32)
-inline torch::Tensor silu_mul_bf16(const torch::Tensor& gu) {
+// act [rows, I] = silu(gate) * up from gate_up [rows, 2I], in gate_up's dtype (fp32, or bf16
+// widened to fp32 for the arithmetic)
+inline torch::Tensor silu_mul_rows(const torch::Tensor& gu) {
   const int64_t rows = gu.size(0), I = gu.size(1) / 2;
   auto act = torch::empty({rows, I}, gu.options());
+  if (gu.scalar_type() == at::kFloat) {
+    const float* src = gu.data_ptr<float>();
+    float* dst = act.data_ptr<float>();
+    at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+      std::vector<float> scratch(I);
+      for (int64_t r = r0; r < r1; ++r) silu_mul(src + r * 2 * I, src + r * 2 * I + I, dst + r * I, I, scratch.data());
+    });
+    return act;
+  }
   const uint16_t* src = bf16_bits(gu);
   uint16_t* dst = bf16_bits(act);
   at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
@@ -94,19 +112,20 @@ inline torch::Tensor silu_mul_bf16(const torch::Tensor& gu) {
   return act;
 }
 
-inline void rms_norm_rows(const float* x, const float* w, float* out, int64_t rows, int64_t d, double eps) {
-  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = x + r * d;
-      float* o = out + r * d;
-      float ss = 0.f;
-#pragma omp simd reduction(+ : ss)
-      for (int64_t j = 0; j < d; ++j) ss += xr[j] * xr[j];
-      const float inv = 1.f / std::sqrt(ss / static_cast<float>(d) + static_cast<float>(eps));
-#pragma omp simd
-      for (int64_t j = 0; j < d; ++j) o[j] = xr[j] * inv * w[j];
-    }
-  });
+// GELU in place on rows [rows, width] of fp32 or bf16: the tanh form here, the exact one by ATen
+inline void gelu_rows_(torch::Tensor& t, bool tanh_form) {
+  if (!tanh_form) {
+    at::gelu_(t, "none");
+  } else if (t.scalar_type() == at::kBFloat16) {
+    map_bf16_rows(t, [](float* row, float* scratch, int64_t n) { gelu_tanh_inplace(row, n, scratch); });
+  } else {
+    const int64_t rows = t.size(0), width = t.size(1);
+    float* p = t.data_ptr<float>();
+    at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+      std::vector<float> scratch(width);
+      for (int64_t r = r0; r < r1; ++r) gelu_tanh_inplace(p + r * width, width, scratch.data());
+    });
+  }
 }
 
 // x[j] * cos[j] + x[(j + D/2) % D] * sin_rot[j]  (autoui.model.layers.apply_rope)

@@ -50,6 +50,14 @@ inline void to_bf16_span(const float* src, uint16_t* dst, int64_t n) {
   }
 }
 
+// one bf16 value (its bits) as fp32
+inline float bf16_to_float(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float v;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+
 // bf16 bits -> fp32
 inline void from_bf16_span(const uint16_t* src, float* dst, int64_t n) {
   int64_t i = 0;
@@ -59,10 +67,7 @@ inline void from_bf16_span(const uint16_t* src, float* dst, int64_t n) {
     _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
   }
 #endif
-  for (; i < n; ++i) {
-    const uint32_t bits = static_cast<uint32_t>(src[i]) << 16;
-    std::memcpy(dst + i, &bits, 4);
-  }
+  for (; i < n; ++i) dst[i] = bf16_to_float(src[i]);
 }
 
 inline uint16_t* bf16_bits(const torch::Tensor& t) {
