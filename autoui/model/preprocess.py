@@ -15,13 +15,49 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+_REDUCING_GAP = 3.0  # PIL first shrinks by an integer factor when a side shrinks by this much or more
+
+# screen_pixels(uint8 [H, W, 3], content_h, content_w, size, affine [2, 3], vertical_first) ->
+# [3, S, S]: a compiled equivalent of the bilinear path below, bit for bit, and the installed
+# Pillow's pass order (see `register_fast_pixels`); None: Pillow only
+_FAST_PIXELS: Callable[..., torch.Tensor] | None = None
+_PASS_ORDERS = {  # (H, W, content_h, content_w) -> vertical pass first?
+    "horizontal-first": lambda h, w, ch, cw: False,  # Pillow before 11
+    "shrink-tall-vertical-first": lambda h, w, ch, cw: 0 < h - ch and h - ch > (w - cw) * 2,  # Pillow 11+
+}
+_PASS_ORDER = _PASS_ORDERS["horizontal-first"]
+# screens (H, W, square size) whose resized bytes tell the pass orders apart, or catch a mismatch
+_PROBES = ((224, 100, 96), (100, 224, 96), (160, 160, 224), (210, 160, 224), (800, 1280, 224), (37, 51, 224),
+           (300, 200, 224), (1000, 200, 224))
+
+
+def register_fast_pixels(fn: Callable[..., torch.Tensor] | None) -> bool:
+    """Use `fn` (see `_FAST_PIXELS`) for bilinear screens from now on in this process, once it
+    gives Pillow's exact bytes on probe screens under one of the pass orders Pillow has used;
+    None (or no order matching) leaves Pillow alone in charge. Returns whether `fn` is in use."""
+    global _FAST_PIXELS, _PASS_ORDER
+    _FAST_PIXELS = None
+    if fn is None:
+        return False
+    rng = np.random.default_rng(0)
+    probes = [(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), size) for h, w, size in _PROBES]
+    expected = [ScreenPreprocessor(size)(screen)[0] for screen, size in probes]  # Pillow's
+    for order in _PASS_ORDERS.values():
+        def run(screen: np.ndarray, size: int) -> torch.Tensor:
+            box = letterbox_for(*screen.shape[:2], size)
+            return fn(torch.from_numpy(screen), box.content_h, box.content_w, size,
+                      torch.stack(ScreenPreprocessor(size)._affine()), order(*screen.shape[:2], box.content_h, box.content_w))
+        if all(torch.equal(run(screen, size), want) for (screen, size), want in zip(probes, expected)):
+            _FAST_PIXELS, _PASS_ORDER = fn, order
+            return True
+    return False
 
 
 class ScreenError(ValueError):
@@ -125,19 +161,48 @@ class ScreenPreprocessor:
 
     def __call__(self, screen: Any) -> tuple[torch.Tensor, Letterbox]:
         """One screen -> (pixel tensor [3, S, S] float32, its Letterbox)."""
+        fast = self._fast(screen)
+        if fast is not None:
+            return fast
         img = to_rgb_image(screen)
         box = letterbox_for(img.height, img.width, self.image_size)
         if (img.height, img.width) != (box.content_h, box.content_w):
             # reducing_gap: PIL first shrinks by an integer factor (fast box filter), then resamples
-            img = img.resize((box.content_w, box.content_h), _RESAMPLE[self.resample], reducing_gap=3.0)
-        # one fused affine map per channel: (v / 255 - mean) / std == v * a + b
-        a = 1.0 / (255.0 * np.asarray(self.std, dtype=np.float32))
-        b = -np.asarray(self.mean, dtype=np.float32) / np.asarray(self.std, dtype=np.float32)
+            img = img.resize((box.content_w, box.content_h), _RESAMPLE[self.resample], reducing_gap=_REDUCING_GAP)
+        a, b = self._affine()
         # padding = 0 after normalisation, i.e. the mean colour: no artificial edge signal
         pixels = torch.zeros(3, self.image_size, self.image_size)  # [3, S, S]
         content = pixels[:, : box.content_h, : box.content_w]
         content.copy_(torch.from_numpy(np.array(img)).permute(2, 0, 1))  # uint8 -> float32, [3, h, w]
-        content.mul_(torch.from_numpy(a)[:, None, None]).add_(torch.from_numpy(b)[:, None, None])  # in torch: vectorised
+        content.mul_(a[:, None, None]).add_(b[:, None, None])  # in torch: vectorised
+        return pixels, box
+
+    def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, b) [3] of the per-channel map (v / 255 - mean) / std == v * a + b, fused into one map."""
+        a = 1.0 / (255.0 * np.asarray(self.std, dtype=np.float32))
+        b = -np.asarray(self.mean, dtype=np.float32) / np.asarray(self.std, dtype=np.float32)
+        return torch.from_numpy(a), torch.from_numpy(b)
+
+    def _fast(self, screen: Any) -> tuple[torch.Tensor, Letterbox] | None:
+        """The compiled path's (pixels, box) for an RGB(A) uint8 array or RGB image it reproduces
+        exactly (bilinear, no integer pre-shrink), else None."""
+        if _FAST_PIXELS is None or self.resample != "bilinear":
+            return None
+        if isinstance(screen, Image.Image) and screen.mode == "RGB":
+            screen = np.array(screen)
+        if not (isinstance(screen, np.ndarray) and screen.dtype == np.uint8 and screen.ndim == 3
+                and screen.shape[2] in (3, 4) and min(screen.shape[:2]) > 0):
+            return None
+        h, w = screen.shape[:2]
+        box = letterbox_for(h, w, self.image_size)
+        if int(w / box.content_w / _REDUCING_GAP) > 1 or int(h / box.content_h / _REDUCING_GAP) > 1:
+            return None  # PIL would pre-shrink (Image.reduce) first
+        if screen.shape[2] == 4 or not (screen.flags.c_contiguous and screen.flags.writeable):
+            screen = np.array(screen[..., :3], order="C")  # alpha dropped, as `to_rgb_image` does
+        if self.__dict__.get("_ab") is None:  # [2, 3]: the per-channel scale and shift, once
+            object.__setattr__(self, "_ab", torch.stack(self._affine()).contiguous())
+        pixels = _FAST_PIXELS(torch.from_numpy(screen), box.content_h, box.content_w, self.image_size,
+                              self.__dict__["_ab"], _PASS_ORDER(h, w, box.content_h, box.content_w))
         return pixels, box
 
     def batch(self, screens: Sequence[Any]) -> tuple[torch.Tensor, list[Letterbox]]:

@@ -227,10 +227,14 @@ class ConstraintState:
         remaining: how many tokens each sequence may still generate, this one and EOS
         included (an int for all); None for no budget.
         """
-        c = self.constraint
         if logits.dim() != 2 or logits.shape[0] != len(self.states):
             raise ConstraintError(f"logits must be [{len(self.states)}, V], got {list(logits.shape)}")
-        width = logits.shape[1]
+        allowed = self.allowed(logits.shape[1], remaining)
+        return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+
+    def allowed(self, width: int, remaining: int | Sequence[int] | None = None) -> torch.Tensor:
+        """bool [B, width]: the tokens each sequence may emit next (`mask_logits` without the logits)."""
+        c = self.constraint
         rows = torch.tensor(self.states, device=c.masks.device)
         allowed = c.mask_table(width).index_select(0, rows)  # [B, V] (much faster than bool fancy indexing)
         if remaining is not None:
@@ -238,7 +242,7 @@ class ConstraintState:
             for b, (s, r) in enumerate(zip(self.states, rem)):
                 if s != c.done_state and r - 2 < c._max_next[s]:  # only near the end of the budget
                     allowed[b] = c.budget_row(s, r, width)
-        return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+        return allowed
 
     def advance(self, token_ids: Sequence[int] | torch.Tensor) -> None:
         """Move each sequence past its chosen token; a token the grammar forbids raises."""

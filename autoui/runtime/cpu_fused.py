@@ -32,7 +32,7 @@ from autoui.runtime.cache.config import CacheFullError
 log = logging.getLogger("autoui.runtime")
 
 SOURCE = Path(__file__).parent / "csrc" / "cpu_step.cpp"
-CFLAGS = ("-O3", "-fopenmp-simd")
+CFLAGS = ("-O3", "-fopenmp-simd", "-mprefer-vector-width=512")
 _EXT: dict[str, Any] = {}  # "module" or "error", and "malloc": once per process
 
 
@@ -76,6 +76,11 @@ def load_extension(arch: str = "native") -> Any:
         if arch == "native":
             _EXT["error"] = error
         raise RuntimeError(error) from exc
+    if arch == "native":  # screenshots of this process go through the kernel's Pillow-exact resize from now on
+        from autoui.model.preprocess import register_fast_pixels
+
+        if not register_fast_pixels(_EXT[key].screen_pixels):
+            log.info("the kernel's screen resize differs from this Pillow's; screens stay with Pillow")
     return _EXT[key]
 
 
@@ -186,11 +191,25 @@ def fused_decoder(model: Any, cache: Any, required: bool = False) -> "FusedModel
     return FusedModel(model, cache)
 
 
-def _forms(w_t: torch.Tensor, bf16: bool) -> list[torch.Tensor]:
+def vnni_pack(w: torch.Tensor, gated: bool = False) -> torch.Tensor:
+    """bf16 weights w [out, in] in AMX's tile order [out/16, in/32, 16, 32] (csrc/amx.h): tile
+    (nb, kb), row r holds the pairs w[nb*16 + n, kb*32 + 2r : kb*32 + 2r + 2] for n = 0..15.
+    `gated`: w is [gate; up] (two halves of the rows), packed with their 16-row blocks
+    alternating (gate 0, up 0, gate 1, ...) so the product's epilogue can apply SiLU(gate) * up."""
+    n, k = w.shape
+    if gated:
+        w = torch.stack([w[: n // 2].reshape(-1, 16, k), w[n // 2:].reshape(-1, 16, k)], dim=1).reshape(n, k)
+    return w.reshape(n // 16, 16, k // 32, 16, 2).permute(0, 2, 3, 1, 4).reshape(n // 16, k // 32, 16, 32).contiguous()
+
+
+def _forms(w_t: torch.Tensor, bf16: bool, amx: bool = False, gated: bool = False) -> list[torch.Tensor]:
     """The kernel's three forms of one weight w_t [in, out]: fp32 [in, out], exact fp16 [out, in] or
-    empty, bf16 [out, in] (oneDNN's faster layout for many-row products) or empty."""
+    empty, and bf16 or empty: [out, in] (oneDNN's faster layout for many-row products), or packed
+    for AMX tiles (`vnni_pack`, `gated` passed on) when `amx` and in, out are multiples of 32."""
     w_t = w_t.detach().float().contiguous()
     bf = w_t.t().to(torch.bfloat16).contiguous() if bf16 else torch.empty(0, dtype=torch.bfloat16)
+    if bf16 and amx and w_t.shape[0] % 32 == 0 and w_t.shape[1] % 32 == 0:
+        bf = vnni_pack(bf, gated)
     return [w_t, half_copy(w_t), bf]
 
 
@@ -222,6 +241,7 @@ class FusedModel:
 
         self.model, self.cache, self.ext = model, cache, load_extension()
         self.has_bf16 = bool(cpu_bf16_matmul())
+        self.amx = self.has_bf16 and self.ext.has_amx()
         cfg = model.config.decoder
         self.n_heads, self.n_kv_heads, self.eps = cfg.num_heads, cfg.num_kv_heads, float(cfg.rms_norm_eps)
         positions = torch.arange(cache.config.max_seq_len)[None]  # [1, P]
@@ -246,27 +266,27 @@ class FusedModel:
         return self._packed[part]
 
     def _pack_decoder(self) -> list[torch.Tensor]:
-        dec, out, bf = self.model.decoder, [], self.has_bf16
+        dec, out, bf, amx = self.model.decoder, [], self.has_bf16, self.amx
         for layer in dec.layers:
             a, mlp = layer.self_attn, layer.mlp
-            out += [layer.input_layernorm.weight.detach().float(), *_forms(_t(a.q_proj, a.k_proj, a.v_proj), bf),
-                    *_forms(_t(a.o_proj), bf), layer.post_attention_layernorm.weight.detach().float(),
-                    *_forms(_t(mlp.gate_proj, mlp.up_proj), bf), *_forms(_t(mlp.down_proj), bf),
+            out += [layer.input_layernorm.weight.detach().float(), *_forms(_t(a.q_proj, a.k_proj, a.v_proj), bf, amx),
+                    *_forms(_t(a.o_proj), bf, amx), layer.post_attention_layernorm.weight.detach().float(),
+                    *_forms(_t(mlp.gate_proj, mlp.up_proj), bf, amx, gated=True), *_forms(_t(mlp.down_proj), bf, amx),
                     _bias(a.q_proj, a.k_proj, a.v_proj)]
         head = self.model.lm_head.weight if self.model.lm_head is not None else dec.embed_tokens.weight
-        out += [dec.norm.weight.detach().float(), *_forms(head.t(), bf)]
+        out += [dec.norm.weight.detach().float(), *_forms(head.t(), bf, amx)]
         return [w.contiguous() for w in out]
 
     def _pack_vision(self) -> list[torch.Tensor]:
-        vis, bf = self.model.vision, self.has_bf16
+        vis, bf, amx = self.model.vision, self.has_bf16, self.amx
 
         def lin(*linears) -> list[torch.Tensor]:  # fp32, bf16 (or empty), bias
-            fp32, _, bf16 = _forms(_t(*linears), bf)
+            fp32, _, bf16 = _forms(_t(*linears), bf, amx)
             return [fp32, bf16, _bias(*linears)]
 
         emb = vis.embeddings
         patch = emb.patch_embedding.weight.flatten(1).t()  # [C * p * p, Dv]
-        fp32, _, bf16 = _forms(patch, bf)
+        fp32, _, bf16 = _forms(patch, bf, amx)
         bias = emb.patch_embedding.bias.detach().float() if emb.patch_embedding.bias is not None else torch.empty(0)
         out = [fp32, bf16, bias, emb.position_embedding.weight.detach().float()]
         for layer in vis.encoder.layers[: self.model.config.num_vision_layers_used]:
@@ -279,28 +299,34 @@ class FusedModel:
         return [w.detach().float().contiguous() if w.dtype == torch.float32 else w.contiguous() for w in out]
 
     @torch.no_grad()
-    def encode_images(self, pixel_values: torch.Tensor, bf16: bool = False) -> torch.Tensor:
-        """pixel_values [B, 3, S, S] -> projected features [B, P, D], as `model.encode_images`.
+    def encode_images(self, pixel_values: torch.Tensor | Sequence[torch.Tensor], bf16: bool = False) -> torch.Tensor:
+        """pixel_values [B, 3, S, S] (or B tensors [3, S, S]) -> projected features [B, P, D], as
+        `model.encode_images`. A list is cut into patches straight from each tensor (no stacked copy).
 
         `bf16` runs the matmuls in bf16 (activations stay fp32) where the CPU has bf16 hardware."""
         if self.vision_reason:
             raise RuntimeError(f"the fused kernel cannot run this vision tower: {self.vision_reason}")
         cfg = self.model.config.vision
-        b, p, g = pixel_values.shape[0], cfg.patch_size, cfg.image_size // cfg.patch_size
-        self.model.vision(pixel_values[:0], num_layers=0)  # the tower's own shape check, no work
-        patches = (pixel_values.float().reshape(b, cfg.num_channels, g, p, g, p).permute(0, 2, 4, 1, 3, 5)
-                   .reshape(b * g * g, cfg.num_channels * p * p).contiguous())  # [B * P, C * p * p]
-        feats = self.ext.vision_forward(patches, b, self._weights("vision"), self.model.config.num_vision_layers_used,
-                                        cfg.num_heads, float(cfg.layer_norm_eps),
-                                        cfg.hidden_act == "gelu_pytorch_tanh", bf16 and self.has_bf16)
-        return feats.view(b, g * g, -1)
+        images = list(pixel_values)
+        if not images:
+            raise ValueError("encode_images needs at least one image")
+        if any(im.shape != (cfg.num_channels, cfg.image_size, cfg.image_size) for im in images):
+            raise ValueError(f"pixel_values must be [B, {cfg.num_channels}, {cfg.image_size}, {cfg.image_size}] (or "
+                             f"B tensors of [{cfg.num_channels}, ...]), got images of {sorted({tuple(im.shape) for im in images})}")
+        bf16 = bf16 and self.has_bf16
+        patches = self.ext.patchify([im.float().contiguous() for im in images], cfg.patch_size, bf16)
+        feats = self.ext.vision_forward(patches, len(images), self._weights("vision"),
+                                        self.model.config.num_vision_layers_used, cfg.num_heads,
+                                        float(cfg.layer_norm_eps), cfg.hidden_act == "gelu_pytorch_tanh", bf16)
+        return feats.view(len(images), -1, feats.shape[-1])
 
     @torch.no_grad()
-    def __call__(self, slots: Sequence[int], new_tokens: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Feed sequence b (in cache slot `slots[b]`) its `new_tokens[b]`; logits [B, V] after each one's last."""
+    def __call__(self, slots: Sequence[int], new_tokens: Sequence[Sequence[int]], bf16: bool = False) -> torch.Tensor:
+        """Feed sequence b (in cache slot `slots[b]`) its `new_tokens[b]`; logits [B, V] after each one's
+        last. `bf16`: as in `forward_embeds`."""
         ids = torch.tensor([t for toks in new_tokens for t in toks])
         x = self.model.decoder.embed_tokens.weight.index_select(0, ids).float()  # [N, D], a fresh tensor
-        return self.forward_embeds(slots, x, [len(toks) for toks in new_tokens], overwrite=True)
+        return self.forward_embeds(slots, x, [len(toks) for toks in new_tokens], bf16, overwrite=True)
 
     @torch.no_grad()
     def forward_embeds(self, slots: Sequence[int], x: torch.Tensor, counts: Sequence[int],
@@ -320,24 +346,25 @@ class FusedModel:
         if len(counts) != len(slots) or min(counts, default=0) < 1 or sum(counts) != x.shape[0]:
             raise ValueError(f"need >= 1 row for each of the {len(slots)} slots and {x.shape[0]} rows in all, "
                              f"got counts {counts}")
-        start = cache.lengths[slots]  # [B] host
-        end = start + torch.tensor(counts)
-        over = [(s, int(e)) for s, e in zip(slots, end) if e > cache.config.max_seq_len]
+        lengths = cache.lengths.tolist()  # host bookkeeping in Python ints: a decode step is ~100 us of it
+        start = [lengths[s] for s in slots]
+        end = [a + n for a, n in zip(start, counts)]
+        over = [(s, e) for s, e in zip(slots, end) if e > cache.config.max_seq_len]
         if over:
             raise CacheFullError(f"(slot, length) {over} would exceed max_seq_len={cache.config.max_seq_len}")
         if all(n == 1 for n in counts):
-            slot_rows, pos, last = torch.tensor(slots), start.clone(), torch.arange(len(slots))
-        else:
+            slot_rows, pos, last = torch.tensor(slots), torch.tensor(start), torch.arange(len(slots))
+        else:  # row i of sequence b: slot slots[b], position start[b] + (i - its first row)
             counts_t = torch.tensor(counts)
-            slot_rows = torch.tensor(slots).repeat_interleave(counts_t)
-            pos = torch.cat([torch.arange(int(s), int(e)) for s, e in zip(start, end)])
             last = counts_t.cumsum(0) - 1
+            slot_rows = torch.tensor(slots).repeat_interleave(counts_t)
+            pos = torch.arange(x.shape[0]) + (torch.tensor(start) - last + counts_t - 1).repeat_interleave(counts_t)
         none = torch.empty(0)
         extra = [getattr(cache, name, none) for name in ("k_scale", "v_scale", "k_offset", "v_offset")]
         logits = self.ext.ragged_forward(x, slot_rows, pos, last, cache.k, cache.v, *extra, self.cos,
                                          self.sin, self._weights("decoder"), self.n_heads, self.n_kv_heads, self.eps,
                                          bf16 and self.has_bf16)
-        cache.lengths[slots] = end
+        cache.lengths[slots] = torch.tensor(end, dtype=cache.lengths.dtype)
         return logits
 
 

@@ -21,10 +21,12 @@ caching.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from autoui.runtime.cache import CACHE_KINDS, CacheConfig, make_cache
@@ -63,6 +65,10 @@ class EngineConfig:
 
 
 PREFILL_DTYPES = ("auto", "same", "float32", "bfloat16", "float16")
+# BF16_DECODE: with bf16 prefills (the default on bf16 CPUs) on an AMX CPU, the fused kernel's
+# decode steps multiply in bf16 on AMX tiles too, at every batch size (a 32-sequence step 2.6 ->
+# 1.5 ms, 2-core Xeon, 2026-12-05). Each row's arithmetic there does not depend on the other rows,
+# so a request gets the same tokens alone or in any batch. Elsewhere decode stays fp32.
 DECODE_MODES = ("auto", "eager", "fused", "static", "graphs")
 
 
@@ -251,6 +257,9 @@ class Engine:
         for r, slot in zip(reqs, self.cache.allocate(len(reqs))):
             r.slot = slot
         lens = [len(r.input_ids) for r in reqs]
+        if self.fused_prefill:
+            self._choose(reqs, self._fused_prefill(reqs, lens).float())
+            return
         ids = torch.full((len(reqs), max(lens)), self.pad_id, dtype=torch.long)  # right padding
         for b, r in enumerate(reqs):
             ids[b, : lens[b]] = torch.as_tensor(list(r.input_ids), dtype=torch.long)
@@ -258,24 +267,34 @@ class Engine:
         model = self.prefiller
         if reqs[0].pixel_values is not None:
             pixels = torch.stack([r.pixel_values for r in reqs]).to(dev, model.dtype)  # [B, 3, S, S]
-        if self.fused_prefill:
-            self._choose(reqs, self._fused_prefill(reqs, pixels, ids, lens).float())
-            return
         embeds = model.embed(pixels, ids.to(dev))  # [B, T, D], each screenshot encoded once
         view = self.cache.view([r.slot for r in reqs], lens)
         hidden = model.decoder(embeds, view.position_ids(), cache=view)  # [B, T, D]
         last = hidden[torch.arange(len(reqs), device=dev), torch.tensor(lens, device=dev) - 1]  # [B, D]
         self._choose(reqs, model.logits(last).float())
 
-    def _fused_prefill(self, reqs: list[Request], pixels: torch.Tensor | None, ids: torch.Tensor,
-                       lens: list[int]) -> torch.Tensor:
-        """Logits [B, V] of the prompts' last tokens, through the fused CPU kernel (tower included when it can)."""
-        feats = None
-        if pixels is not None and not self.fused.vision_reason:
-            feats = self.fused.encode_images(pixels, self.prefill_bf16)  # [B, N_img, D]
-        embeds = self.model.embed(pixels, ids, image_features=feats)  # [B, T, D]
-        rows = torch.cat([embeds[b, :n] for b, n in enumerate(lens)])  # [sum(lens), D], padding dropped
-        return self.fused.forward_embeds([r.slot for r in reqs], rows.float(), lens, self.prefill_bf16, overwrite=True)
+    def _fused_prefill(self, reqs: list[Request], lens: list[int]) -> torch.Tensor:
+        """Logits [B, V] of the prompts' last tokens, through the fused CPU kernel (tower included when it
+        can). The prompts go in unpadded, one after another; image features replace their placeholders."""
+        ids = torch.from_numpy(np.fromiter(itertools.chain.from_iterable(r.input_ids for r in reqs), np.int64,
+                                           sum(lens)))  # [sum(lens)]
+        rows = self.model.decoder.embed_tokens.weight.index_select(0, ids).float()  # [sum(lens), D], fresh
+        is_image = ids == self.model.config.image_token_id
+        images = [r.pixel_values for r in reqs if r.pixel_values is not None]
+        counts = torch.stack([part.sum() for part in is_image.split(lens)]).tolist()
+        n_img = self.model.config.num_image_tokens
+        if len(images) != len(reqs) and images:
+            raise EngineError("a prefill group mixes requests with and without a screenshot")
+        if any(c != (n_img if images else 0) for c in counts):
+            raise EngineError(f"each prompt needs exactly {n_img if images else 0} image tokens "
+                              f"(id {self.model.config.image_token_id}); found {counts}")
+        if images:
+            if self.fused.vision_reason:  # the tower in PyTorch, the decoder in the kernel
+                feats = self.model.encode_images(torch.stack(images).to(self.model.dtype))
+            else:
+                feats = self.fused.encode_images(images, self.prefill_bf16)  # [B, N_img, D]
+            rows[is_image] = feats.reshape(-1, rows.shape[1]).to(rows.dtype)
+        return self.fused.forward_embeds([r.slot for r in reqs], rows, lens, self.prefill_bf16, overwrite=True)
 
     def _decode(self, reqs: list[Request]) -> None:
         """Feed each request its unseen tokens (one, or a run of grammar-forced ones) and choose the next."""
@@ -283,7 +302,9 @@ class Engine:
         self.counts["decode_forwards"] += 1
         logits = None
         if self.fused is not None:  # one C++ call, ragged runs included
-            logits = self.fused([r.slot for r in reqs], [r.tokens[r.fed:] for r in reqs])
+            # on AMX, decode steps multiply in bf16 like prefills (see BF16_DECODE)
+            logits = self.fused([r.slot for r in reqs], [r.tokens[r.fed:] for r in reqs],
+                                self.prefill_bf16 and self.fused.amx)
         elif max(lens) == 1 and self.graphs is not None:  # static shapes (a CUDA graph replay on CUDA)
             logits = self.graphs([r.slot for r in reqs], [r.tokens[-1] for r in reqs])  # None: graphs broke
         if logits is None:
@@ -313,9 +334,10 @@ class Engine:
         if self.constraint is not None:
             state = ConstraintState(self.constraint, 0)
             state.states = [r.grammar_state for r in reqs]
-            logits = state.mask_logits(logits, [r.max_new_tokens - len(r.tokens) for r in reqs])
-            logits = self._copy_from_goal(reqs, logits)
-        ids = logits.argmax(-1).tolist()
+            allowed = state.allowed(logits.shape[1], [r.max_new_tokens - len(r.tokens) for r in reqs])
+            ids = self._masked_argmax(logits, self._copy_from_goal(reqs, allowed.to(logits.device))).tolist()
+        else:
+            ids = logits.max(-1).indices.tolist()  # the first maximum, as argmax (and faster)
         if state is not None:
             state.advance(ids)
         for b, (r, t) in enumerate(zip(reqs, ids)):
@@ -326,20 +348,26 @@ class Engine:
             if self.constraint is not None:
                 self._jump_forward(r)
 
-    def _copy_from_goal(self, reqs: list[Request], logits: torch.Tensor) -> torch.Tensor:
+    def _masked_argmax(self, logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """[B]: each row's first largest logit among its allowed tokens (the fused kernel's loop on CPUs)."""
+        if self.fused is not None and logits.dtype == torch.float32:
+            return self.fused.ext.masked_argmax(logits.contiguous(), allowed.contiguous())
+        return logits.masked_fill(~allowed, float("-inf")).max(-1).indices
+
+    def _copy_from_goal(self, reqs: list[Request], allowed: torch.Tensor) -> torch.Tensor:
         """Keep typed text on each request's candidates, where the grammar leaves a choice that does."""
         if self._typed is None or not any(r.type_candidates for r in reqs):
-            return logits
+            return allowed
         for b, r in enumerate(reqs):
             if not r.type_candidates:
                 continue
-            mask = self._typed.allowed(r.tokens, r.type_candidates, logits.shape[1])
+            mask = self._typed.allowed(r.tokens, r.type_candidates, allowed.shape[1])
             if mask is None:
                 continue
-            mask = mask.to(logits.device) & torch.isfinite(logits[b])
+            mask = mask.to(allowed.device) & allowed[b]
             if bool(mask.any()):  # never strand a request: with no overlap the grammar alone decides
-                logits[b] = logits[b].masked_fill(~mask, float("-inf"))
-        return logits
+                allowed[b] = mask
+        return allowed
 
     def _jump_forward(self, r: Request) -> None:
         """Append the tokens the grammar forces (no logits needed; the same tokens greedy would pick).

@@ -15,6 +15,7 @@
 #include "kv_store.h"
 #include "matmul.h"
 #include "pointwise.h"
+#include "resize.h"
 
 using namespace autoui_cpu;
 using Tensors = std::vector<torch::Tensor>;
@@ -25,6 +26,87 @@ constexpr int64_t kDecoderPerLayer = 15;  // norm, qkv, o (x3 forms), norm, gate
 constexpr int64_t kVisionPerLayer = 16;   // ln1 (w, b), ln2 (w, b), (qkv, out, fc1, fc2) x (t, bf16, bias)
 
 }  // namespace
+
+// What one decoder layer needs besides its rows: the cache, RoPE tables and shapes.
+struct DecoderShapes {
+  int64_t Hq, Hkv, Dh, rep, qw, kw, row;
+  float scale;
+  double eps;
+  const float *cos, *sin;
+};
+
+// One decoder layer (weights w, kDecoderPerLayer of them) over rows x [n, D] that hold whole
+// groups: group g is rows gs[g]..gs[g + 1] (of one cache slot, consecutive positions). x is
+// updated in place; each row's key and value are written to the cache before any row attends.
+// flow_b: many-row bf16 forwards keep matmul inputs and outputs in bf16 where the next step allows.
+void decoder_layer(torch::Tensor x, const int64_t* slot_p, const int64_t* pos_p, const std::vector<int64_t>& gs,
+                   const KVStore& store, int64_t l, const torch::Tensor* w, const DecoderShapes& s, bool bf16,
+                   bool flow_b) {
+  const int64_t n = x.size(0), G = static_cast<int64_t>(gs.size()) - 1, row = s.row, qw = s.qw, Dh = s.Dh;
+  const torch::Tensor none;
+  const Linear qkv_w{w[1], w[2], w[3], w[14]}, o_w{w[4], w[5], w[6], none}, gu_w{w[8], w[9], w[10], none},
+      down_w{w[11], w[12], w[13], none};
+  auto qkv = linear(norm_rows(x, w[0], nullptr, s.eps, flow_b), qkv_w, bf16);  // [n, qw + 2kw] fp32: RoPE, cache
+  float* qkv_p = qkv.data_ptr<float>();
+  at::parallel_for(0, n, 8, [&](int64_t i0, int64_t i1) {  // RoPE on q and k, then store k and v
+    for (int64_t i = i0; i < i1; ++i) {
+      float* r = qkv_p + i * row;
+      const float* c = s.cos + pos_p[i] * Dh;
+      const float* sn = s.sin + pos_p[i] * Dh;
+      for (int64_t hh = 0; hh < s.Hq + s.Hkv; ++hh) rope(r + hh * Dh, c, sn, Dh);
+      store.write(0, l, slot_p[i], pos_p[i], r + qw);
+      store.write(1, l, slot_p[i], pos_p[i], r + qw + s.kw);
+    }
+  });
+  auto attn = torch::empty({n, qw}, x.options());
+  float* attn_p = attn.data_ptr<float>();
+  std::vector<int64_t> n_keys(n);
+  int64_t attn_work = 0;
+  for (int64_t i = 0; i < n; ++i) attn_work += 2 * (n_keys[i] = pos_p[i] + 1) * qw;
+  // bf16 forwards on AMX run prefill attention on the tiles too
+  const bool amx = bf16 && Dh % 32 == 0 && amx_available();
+  // per sequence and KV head: its keys and values read (dequantized) once for the `rep` query heads sharing them
+  parallel_if(attn_work, 0, G * s.Hkv, [&](int64_t t0, int64_t t1) {
+    std::vector<float> kt, score, k_rows, v_rows;
+#ifdef AUTOUI_AMX
+    AmxKV packed;
+    std::vector<uint16_t> b_buf;
+#endif
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t g = t / s.Hkv, kvh = t % s.Hkv, r0 = gs[g], nr = gs[g + 1] - r0;
+      int64_t n_max = 0;
+      for (int64_t i = r0; i < r0 + nr; ++i) n_max = std::max(n_max, n_keys[i]);
+      const auto [kp, stride] = store.read(0, l, slot_p[r0], kvh, n_max, k_rows);
+      const auto vp = store.read(1, l, slot_p[r0], kvh, n_max, v_rows).first;
+#ifdef AUTOUI_AMX
+      if (amx && nr >= kAmxAttnRows) {  // a prefill: both products on AMX tiles, K and V packed once
+        packed.pack(kp, vp, stride, n_max, Dh);
+        for (int64_t hq = kvh * s.rep; hq < (kvh + 1) * s.rep; ++hq)
+          attend_amx(qkv_p + r0 * row + hq * Dh, row, nr, packed, n_keys.data() + r0, Dh, s.scale,
+                     attn_p + r0 * qw + hq * Dh, qw, score, b_buf);
+        continue;
+      }
+#endif
+      for (int64_t hq = kvh * s.rep; hq < (kvh + 1) * s.rep; ++hq)
+        attend(qkv_p + r0 * row + hq * Dh, row, nr, kp, vp, stride, n_keys.data() + r0, n_max, Dh, s.scale,
+               attn_p + r0 * qw + hq * Dh, qw, kt, score);
+    }
+  });
+  linear(attn, o_w, bf16, &x);  // x += attn @ o^T
+  // gate/up, SiLU and down (the residual stream stays fp32). When the product runs in bf16 the
+  // activation is bf16, fused into it on AMX (there gate_up's bf16 form is packed gated: only
+  // gated_bf16 may read it)
+  const auto normed = norm_rows(x, w[7], nullptr, s.eps, flow_b);
+  const auto act = takes_bf16(normed, gu_w, bf16)
+                       ? gated_bf16(normed.scalar_type() == at::kBFloat16 ? normed : to_bf16(normed), w[10])
+                       : silu_mul_rows(linear(normed, gu_w, bf16));  // [n, I]
+  linear(act, down_w, bf16, &x);  // x += (silu(gate) * up) @ down^T
+}
+
+// Rows per tile of a many-row forward: each layer runs over whole sequences of about this many
+// rows at a time, so its intermediates (up to ~1 MB) stay in the core's L2 instead of streaming
+// through L3 between the matmuls and the row-wise loops.
+constexpr int64_t kTileRows = 100000;
 
 // x: [N, D] input embeddings (the residual stream: updated in place); slot, pos: [N] int64,
 // rows of a sequence consecutive; last: [M] int64 rows whose logits are wanted.
@@ -60,68 +142,35 @@ torch::Tensor ragged_forward(torch::Tensor x, torch::Tensor slot, torch::Tensor 
     TORCH_CHECK(slot_p[i] >= 0 && slot_p[i] < S, "slot out of range");
     TORCH_CHECK(pos_p[i] >= 0 && pos_p[i] < T && pos_p[i] < rope_cos.size(0), "position out of range");
   }
-  // groups of consecutive rows of one sequence: [start, end)
-  std::vector<int64_t> group_start{0};
-  for (int64_t i = 1; i < N; ++i)
-    if (slot_p[i] != slot_p[i - 1]) group_start.push_back(i);
-  group_start.push_back(N);
-  const int64_t G = static_cast<int64_t>(group_start.size()) - 1;
-  std::vector<int64_t> n_keys(N);
-  for (int64_t i = 0; i < N; ++i) n_keys[i] = pos_p[i] + 1;
-
-  const int64_t Hq = n_heads, rep = Hq / Hkv, qw = Hq * Dh, kw = Hkv * Dh, row = qw + 2 * kw;
-  const float scale = 1.f / std::sqrt(static_cast<float>(Dh));
-  const float* cos_p = rope_cos.data_ptr<float>();
-  const float* sin_p = rope_sin.data_ptr<float>();
-  auto attn = torch::empty({N, qw}, x.options());
-  const torch::Tensor none;
-  // many-row bf16 forwards keep matmul inputs and outputs in bf16 where the next step allows
-  const bool flow_b = bf16 && N > kGemvRows && weights[3].numel();
-
-  for (int64_t l = 0; l < L; ++l) {
-    const torch::Tensor* w = &weights[kDecoderPerLayer * l];
-    const Linear qkv_w{w[1], w[2], w[3], w[14]}, o_w{w[4], w[5], w[6], none}, gu_w{w[8], w[9], w[10], none},
-        down_w{w[11], w[12], w[13], none};
-    auto qkv = linear(norm_rows(x, w[0], nullptr, eps, flow_b), qkv_w, bf16);  // [N, qw + 2kw] fp32: RoPE, cache
-    float* qkv_p = qkv.data_ptr<float>();
-    at::parallel_for(0, N, 8, [&](int64_t i0, int64_t i1) {  // RoPE on q and k, then store k and v
-      for (int64_t i = i0; i < i1; ++i) {
-        float* r = qkv_p + i * row;
-        const float* c = cos_p + pos_p[i] * Dh;
-        const float* s = sin_p + pos_p[i] * Dh;
-        for (int64_t hh = 0; hh < Hq + Hkv; ++hh) rope(r + hh * Dh, c, s, Dh);
-        store.write(0, l, slot_p[i], pos_p[i], r + qw);
-        store.write(1, l, slot_p[i], pos_p[i], r + qw + kw);
-      }
-    });
-    float* attn_p = attn.data_ptr<float>();
-    int64_t attn_work = 0;
-    for (int64_t i = 0; i < N; ++i) attn_work += 2 * n_keys[i] * qw;
-    // per sequence and KV head: its keys and values read (dequantized) once for the `rep` query heads sharing them
-    parallel_if(attn_work, 0, G * Hkv, [&](int64_t t0, int64_t t1) {
-      std::vector<float> kt, score, k_rows, v_rows;
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t g = t / Hkv, kvh = t % Hkv, r0 = group_start[g], nr = group_start[g + 1] - r0;
-        int64_t n_max = 0;
-        for (int64_t i = r0; i < r0 + nr; ++i) n_max = std::max(n_max, n_keys[i]);
-        const auto [kp, stride] = store.read(0, l, slot_p[r0], kvh, n_max, k_rows);
-        const auto vp = store.read(1, l, slot_p[r0], kvh, n_max, v_rows).first;
-        for (int64_t hq = kvh * rep; hq < (kvh + 1) * rep; ++hq)
-          attend(qkv_p + r0 * row + hq * Dh, row, nr, kp, vp, stride, n_keys.data() + r0, n_max, Dh, scale,
-                 attn_p + r0 * qw + hq * Dh, qw, kt, score);
-      }
-    });
-    linear(attn, o_w, bf16, &x);  // x += attn @ o^T
-    // gate/up, SiLU and down; with flow_b in bf16 (the residual stream stays fp32)
-    const auto normed = norm_rows(x, w[7], nullptr, eps, flow_b);
-    const auto gu = flow_b ? bf16_linear(normed, w[10], none) : linear(normed, gu_w, bf16);  // [N, 2I]
-    linear(silu_mul_rows(gu), down_w, bf16, &x);  // x += (silu(gate) * up) @ down^T
+  // tiles of whole sequences (groups of consecutive rows of one slot), each about kTileRows rows:
+  // tiles[t] = row where tile t starts, groups[t] = its groups' starts relative to it (and its end)
+  std::vector<int64_t> tiles{0};
+  std::vector<std::vector<int64_t>> groups{{0}};
+  for (int64_t i = 1; i <= N; ++i) {
+    if (i < N && slot_p[i] == slot_p[i - 1]) continue;
+    groups.back().push_back(i - tiles.back());
+    if (i < N && i - tiles.back() >= kTileRows) {
+      tiles.push_back(i);
+      groups.push_back({0});
+    }
   }
+  tiles.push_back(N);
+  const int64_t Hq = n_heads, qw = Hq * Dh, kw = Hkv * Dh;
+  const DecoderShapes shapes{Hq, Hkv, Dh, Hq / Hkv, qw, kw, qw + 2 * kw, 1.f / std::sqrt(static_cast<float>(Dh)), eps,
+                             rope_cos.data_ptr<float>(), rope_sin.data_ptr<float>()};
+  // bf16 forwards keep matmul inputs and outputs in bf16 where the next step allows: always on
+  // AMX (packed weights), else for more rows than the fp16 GEMV takes
+  const bool flow_b = bf16 && weights[3].numel() && (weights[3].dim() == 4 || N > kGemvRows);
+  for (int64_t l = 0; l < L; ++l)
+    for (size_t t = 0; t + 1 < tiles.size(); ++t)
+      decoder_layer(x.narrow(0, tiles[t], tiles[t + 1] - tiles[t]), slot_p + tiles[t], pos_p + tiles[t], groups[t],
+                    store, l, &weights[kDecoderPerLayer * l], shapes, bf16, flow_b);
   const torch::Tensor* f = &weights[kDecoderPerLayer * L];
+  const torch::Tensor none;
   return linear(norm_rows(x.index_select(0, last), f[0], nullptr, eps, false), Linear{f[1], f[2], f[3], none}, bf16);
 }
 
-// patches: [B * P, C * p * p] fp32, the image cut into P patches per image in the patch
+// patches: [B * P, C * p * p] fp32 (or bf16 when `bf16`), the image cut into P patches per image in the patch
 // embedding's (channel, row, column) order. Returns the projected features [B * P, Dt].
 // weights: patch (t, bf16, bias), positions [P, Dv]; per layer at 4 + kVisionPerLayer * l:
 // ln1 w, ln1 b, qkv (t, bf16, bias), out (t, bf16, bias), ln2 w, ln2 b, fc1 (t, bf16, bias),
@@ -129,8 +178,9 @@ torch::Tensor ragged_forward(torch::Tensor x, torch::Tensor slot, torch::Tensor 
 // tanh_gelu: the tower's activation is GELU's tanh form (else exact); the projector's is exact.
 torch::Tensor vision_forward(torch::Tensor patches, int64_t n_images, Tensors weights, int64_t n_layers,
                              int64_t n_heads, double eps, bool tanh_gelu, bool bf16) {
-  TORCH_CHECK(patches.dim() == 2 && patches.scalar_type() == at::kFloat && patches.is_contiguous(),
-              "patches must be [B * P, C * p * p] fp32 contiguous");
+  TORCH_CHECK(patches.dim() == 2 && patches.is_contiguous() &&
+                  (patches.scalar_type() == at::kFloat || (patches.scalar_type() == at::kBFloat16 && bf16)),
+              "patches must be [B * P, C * p * p] contiguous, fp32 (or bf16 for a bf16 forward)");
   TORCH_CHECK(static_cast<int64_t>(weights.size()) == 4 + kVisionPerLayer * n_layers + 6,
               "wrong number of vision weights");
   const int64_t P = weights[3].size(0), Dv = weights[3].size(1), N = patches.size(0);
@@ -159,8 +209,13 @@ torch::Tensor vision_forward(torch::Tensor patches, int64_t n_images, Tensors we
     auto heads = [&](int64_t i) { return qkv.select(2, i).transpose(1, 2); };  // [B, H, P, Dh]
     linear(at::scaled_dot_product_attention(heads(0), heads(1), heads(2)).transpose(1, 2).reshape({N, Dv}), out_w,
            bf16, &x);
-    auto mid = norm_linear(w[8], w[9], fc1_w);
-    gelu_rows_(mid, tanh_gelu);
+    torch::Tensor mid;
+    if (flow_b && tanh_gelu) {  // GELU fused into the product on AMX
+      mid = gelu_tanh_bf16(norm_rows(x, w[8], &w[9], eps, true), fc1_w.wb, fc1_w.bias);
+    } else {
+      mid = norm_linear(w[8], w[9], fc1_w);
+      gelu_rows_(mid, tanh_gelu);
+    }
     linear(mid, fc2_w, bf16, &x);
   }
   const torch::Tensor* pj = &weights[4 + kVisionPerLayer * n_layers];
@@ -168,6 +223,81 @@ torch::Tensor vision_forward(torch::Tensor patches, int64_t n_images, Tensors we
   auto mid = flow_b ? bf16_linear(to_bf16(x), proj1.wb, proj1.bias) : linear(x, proj1, bf16);
   gelu_rows_(mid, false);
   return linear(mid, proj2, bf16);
+}
+
+// images: B tensors [C, S, S] fp32 (contiguous) -> their p x p patches as rows [B * (S/p)^2, C * p * p],
+// in the patch embedding's (channel, row, column) order and the tower's patch order (row-major
+// over the grid); bf16 rows when `bf16` (the patch embedding's input in a bf16 forward).
+torch::Tensor patchify(Tensors images, int64_t p, bool bf16) {
+  TORCH_CHECK(!images.empty() && p > 0, "patchify needs images and a patch size");
+  const auto& first = images[0];
+  TORCH_CHECK(first.dim() == 3 && first.size(1) == first.size(2) && first.size(1) % p == 0,
+              "images must be [C, S, S] with S a multiple of the patch size");
+  const int64_t B = static_cast<int64_t>(images.size()), C = first.size(0), S = first.size(1), g = S / p;
+  for (const auto& im : images)
+    TORCH_CHECK(im.sizes() == first.sizes() && im.scalar_type() == at::kFloat && im.is_contiguous(),
+                "images must all be contiguous fp32 of one shape");
+  const int64_t width = C * p * p;
+  auto out = torch::empty({B * g * g, width}, first.options().dtype(bf16 ? at::kBFloat16 : at::kFloat));
+  std::vector<const float*> src(B);
+  for (int64_t b = 0; b < B; ++b) src[b] = images[b].data_ptr<float>();
+  float* out_f = bf16 ? nullptr : out.data_ptr<float>();
+  uint16_t* out_b = bf16 ? bf16_bits(out) : nullptr;
+  at::parallel_for(0, B * g, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<uint16_t> line(S);
+    for (int64_t t = t0; t < t1; ++t) {  // one row of patches of one image, read one image row at a time
+      const int64_t b = t / g, gy = t % g, r0 = (b * g + gy) * g;
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t y = 0; y < p; ++y) {
+          const float* from = src[b] + (c * S + gy * p + y) * S;
+          const int64_t at_ = r0 * width + (c * p + y) * p;  // in patch gx: at_ + gx * width
+          if (out_b) {
+            to_bf16_span(from, line.data(), S);
+            for (int64_t gx = 0; gx < g; ++gx) std::copy(&line[gx * p], &line[gx * p] + p, out_b + at_ + gx * width);
+          } else {
+            for (int64_t gx = 0; gx < g; ++gx) std::copy(from + gx * p, from + (gx + 1) * p, out_f + at_ + gx * width);
+          }
+        }
+    }
+  });
+  return out;
+}
+
+// Row-wise argmax of logits [B, V] fp32 over the entries where allowed [B, V] (bool) is true: the
+// first index of the largest allowed value (0 for a row with none allowed, as argmax of all -inf).
+torch::Tensor masked_argmax(torch::Tensor logits, torch::Tensor allowed) {
+  TORCH_CHECK(logits.dim() == 2 && logits.scalar_type() == at::kFloat && logits.is_contiguous(),
+              "logits must be [B, V] fp32 contiguous");
+  TORCH_CHECK(allowed.sizes() == logits.sizes() && allowed.scalar_type() == at::kBool && allowed.is_contiguous(),
+              "allowed must be a contiguous bool tensor shaped like logits");
+  const int64_t B = logits.size(0), V = logits.size(1);
+  auto out = torch::zeros({B}, logits.options().dtype(at::kLong));
+  const float* lp = logits.data_ptr<float>();
+  const bool* ap = allowed.data_ptr<bool>();
+  int64_t* op = out.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    const float* l = lp + b * V;
+    const bool* a = ap + b * V;
+    float best = -std::numeric_limits<float>::infinity();
+    int64_t at_ = -1;
+    for (int64_t j = 0; j < V; ++j)
+      if (a[j] && (at_ < 0 || l[j] > best)) best = l[j], at_ = j;
+    op[b] = std::max<int64_t>(at_, 0);
+  }
+  return out;
+}
+
+bool has_amx() { return amx_available(); }
+
+// x [M, K] bf16 times bf16 weights w ([N, K], or AMX-packed by vnni_pack) (+ bias) -> fp32 [M, N]:
+// the kernel's many-row product on its own, for tests and measurements.
+torch::Tensor bf16_matmul(torch::Tensor x, torch::Tensor w, torch::Tensor bias) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16 && w.scalar_type() == at::kBFloat16,
+              "x and w must be bf16");
+  TORCH_CHECK(w.dim() == 2 || amx_available(), "packed weights need AMX");
+  TORCH_CHECK(x.size(1) == (w.dim() == 4 ? w.size(1) * 32 : w.size(1)), "x's width differs from the weights'");
+  const torch::Tensor none;
+  return linear(x, Linear{none, none, w, bias}, true);
 }
 
 bool has_f16_gemv() {
@@ -181,5 +311,10 @@ bool has_f16_gemv() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("ragged_forward", &ragged_forward, "fused decoder forward over a plain, int8, fp8 or int4 KV cache (CPU)");
   m.def("vision_forward", &vision_forward, "fused vision tower + projector forward (CPU)");
+  m.def("patchify", &patchify, "images [C, S, S] -> patch rows [B * P, C * p * p], fp32 or bf16");
+  m.def("screen_pixels", &screen_pixels, "uint8 screen [H, W, 3] -> normalised [3, S, S] (Pillow-exact bilinear resize)");
+  m.def("bf16_matmul", &bf16_matmul, "x bf16 @ w^T (+ bias) -> fp32, through AMX tiles for packed weights");
+  m.def("masked_argmax", &masked_argmax, "row-wise argmax of logits over allowed entries");
+  m.def("has_amx", &has_amx, "whether bf16 products run on AMX tiles here (weights packed by vnni_pack)");
   m.def("has_f16_gemv", &has_f16_gemv, "whether this build multiplies one- and two-row products by fp16 weights");
 }

@@ -2,6 +2,8 @@
 // for more, in fp32 or bf16, with bias and residual additions folded into one pass.
 #pragma once
 
+#include "amx.h"
+#include "pointwise.h"
 #include "simd.h"
 
 namespace autoui_cpu {
@@ -49,8 +51,9 @@ inline void gemv_f16(const float* x, int64_t n, int64_t in, const uint16_t* w, i
 #endif
 
 // One linear layer in the forms the kernel may use: fp32 [in, out] (always), fp16 [out, in]
-// (when the weights are exactly fp16 numbers), bf16 [out, in] (when the CPU multiplies bf16 in
-// hardware), and a bias (or empty tensors).
+// (when the weights are exactly fp16 numbers), bf16 (when the CPU multiplies bf16 in hardware:
+// [out, in] for oneDNN, or packed for AMX tiles as [out/16, in/32, 16, 32], see amx.h), and a
+// bias (or empty tensors).
 struct Linear {
   const torch::Tensor &w_t, &w16, &wb, &bias;
 };
@@ -81,13 +84,52 @@ inline void add_bf16_rows(const torch::Tensor& y, const torch::Tensor& bias, flo
   });
 }
 
+// Whether linear(x, w, bf16) multiplies in bf16: x is bf16 already; or `bf16` is asked for and the
+// layer has bf16 weights, packed for AMX tiles (any number of rows: each row's arithmetic is then
+// the same whatever the batch) or not, for a product of more rows than the fp16 GEMV takes.
+inline bool takes_bf16(const torch::Tensor& x, const Linear& w, bool bf16) {
+  if (x.scalar_type() == at::kBFloat16) return true;
+  if (!bf16 || !w.wb.numel()) return false;
+#ifdef AUTOUI_F16_GEMV
+  if (w.wb.dim() != 4 && w.w16.numel() && x.size(0) <= kGemvRows && x.size(1) % 16 == 0) return false;
+#endif
+  return true;
+}
+
+// columns of a layer's output (its bf16 weights may be AMX-packed)
+inline int64_t out_features(const torch::Tensor& wb) { return wb.dim() == 4 ? wb.size(0) * 16 : wb.size(0); }
+
+#ifdef AUTOUI_AMX
+// x (bf16 [rows, in]) times AMX-packed bf16 weights: fp32 into dst (added to it with `accumulate`)
+// or bf16 into dst_b after `epi`; bias added when non-empty.
+inline void amx_product(const torch::Tensor& x_b, const torch::Tensor& wv, const torch::Tensor& bias, float* dst,
+                        uint16_t* dst_b, bool accumulate, Epilogue epi = Epilogue::kNone) {
+  amx_linear(bf16_bits(x_b), x_b.size(0), x_b.size(1), bf16_bits(wv), wv.size(0) * 16,
+             bias.numel() ? bias.data_ptr<float>() : nullptr, dst, dst_b, accumulate, epi);
+}
+#endif
+
 // x @ w (+ bias) in fp32; with `acc`, the result is added into acc in place and acc is returned.
 // `bf16`: many-row products run as bf16 x bf16 -> fp32 (AMX / AVX512-BF16). x is fp32, or bf16
 // already (an input kept in bf16 by the step before), which takes the bf16 weights whatever `bf16` says.
 inline torch::Tensor linear(const torch::Tensor& x, const Linear& w, bool bf16, torch::Tensor* acc = nullptr) {
   const bool has_bias = w.bias.numel() > 0, x_bf16 = x.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(!x_bf16 || w.wb.numel(), "a bf16 input needs the layer's bf16 weights");
+  if (takes_bf16(x, w, bf16)) {
+    const torch::Tensor xb = x_bf16 ? x.contiguous() : to_bf16(x);
+    torch::Tensor dst = acc ? *acc : torch::empty({x.size(0), out_features(w.wb)}, x.options().dtype(at::kFloat));
+#ifdef AUTOUI_AMX
+    if (w.wb.dim() == 4) {
+      amx_product(xb, w.wb, w.bias, dst.data_ptr<float>(), nullptr, acc != nullptr);
+      return dst;
+    }
+#endif
+    auto y = at::linear(xb, w.wb);  // bf16 [rows, out]; [out, in] weights: oneDNN's fast layout
+    add_bf16_rows(y, w.bias, dst.data_ptr<float>(), acc != nullptr);
+    return dst;
+  }
 #ifdef AUTOUI_F16_GEMV
-  if (!x_bf16 && w.w16.numel() && x.size(0) <= kGemvRows && x.size(1) % 16 == 0) {
+  if (w.w16.numel() && x.size(0) <= kGemvRows && x.size(1) % 16 == 0) {
     const auto* wp = reinterpret_cast<const uint16_t*>(w.w16.data_ptr<at::Half>());
     torch::Tensor y = acc ? *acc : torch::empty({x.size(0), w.w16.size(0)}, x.options());
     gemv_f16(x.data_ptr<float>(), x.size(0), x.size(1), wp, w.w16.size(0), y.data_ptr<float>(), acc != nullptr);
@@ -95,13 +137,6 @@ inline torch::Tensor linear(const torch::Tensor& x, const Linear& w, bool bf16, 
     return y;
   }
 #endif
-  TORCH_CHECK(!x_bf16 || w.wb.numel(), "a bf16 input needs the layer's bf16 weights");
-  if (x_bf16 || (bf16 && w.wb.numel())) {
-    auto y = at::linear(x_bf16 ? x : to_bf16(x), w.wb);  // bf16 [rows, out]; [out, in] weights: oneDNN's fast layout
-    torch::Tensor dst = acc ? *acc : torch::empty({x.size(0), w.wb.size(0)}, x.options().dtype(at::kFloat));
-    add_bf16_rows(y, w.bias, dst.data_ptr<float>(), acc != nullptr);
-    return dst;
-  }
   if (acc) {
     acc->addmm_(x, w.w_t);
     return has_bias ? acc->add_(w.bias) : *acc;
@@ -109,9 +144,45 @@ inline torch::Tensor linear(const torch::Tensor& x, const Linear& w, bool bf16, 
   return has_bias ? at::addmm(w.bias, x, w.w_t) : at::mm(x, w.w_t);
 }
 
-// y = x_b @ w_b^T (+ bias), all bf16 (oneDNN), for a result the next step reads as bf16
+// y = x_b @ w_b^T (+ bias), all bf16, for a result the next step reads as bf16 (AMX tiles or oneDNN)
 inline torch::Tensor bf16_linear(const torch::Tensor& x_b, const torch::Tensor& w_b, const torch::Tensor& bias) {
+#ifdef AUTOUI_AMX
+  if (w_b.dim() == 4) {
+    auto y = torch::empty({x_b.size(0), w_b.size(0) * 16}, x_b.options());
+    amx_product(x_b.contiguous(), w_b, bias, nullptr, bf16_bits(y), false);
+    return y;
+  }
+#endif
   return bias.numel() ? at::linear(x_b, w_b, bias.to(at::kBFloat16)) : at::linear(x_b, w_b);
+}
+
+// bf16 [rows, I] = SiLU(x @ gate^T) * (x @ up^T) for x bf16 [rows, in] and gate_up bf16 weights:
+// fused into the AMX product when they are packed gated (gate, up blocks alternating), else a
+// bf16 product [rows, 2I] and silu_mul_rows.
+inline torch::Tensor gated_bf16(const torch::Tensor& x_b, const torch::Tensor& w_b) {
+#ifdef AUTOUI_AMX
+  if (w_b.dim() == 4) {
+    auto y = torch::empty({x_b.size(0), w_b.size(0) * 8}, x_b.options());
+    amx_product(x_b.contiguous(), w_b, torch::Tensor(), nullptr, bf16_bits(y), false, Epilogue::kSiluMul);
+    return y;
+  }
+#endif
+  return silu_mul_rows(at::linear(x_b, w_b));
+}
+
+// bf16 [rows, out] = GELU (tanh form) of x @ w^T + bias, for x bf16: fused into the AMX product
+// when the weights are packed, else a bf16 product and a pass over its rows.
+inline torch::Tensor gelu_tanh_bf16(const torch::Tensor& x_b, const torch::Tensor& w_b, const torch::Tensor& bias) {
+#ifdef AUTOUI_AMX
+  if (w_b.dim() == 4) {
+    auto y = torch::empty({x_b.size(0), w_b.size(0) * 16}, x_b.options());
+    amx_product(x_b.contiguous(), w_b, bias, nullptr, bf16_bits(y), false, Epilogue::kGeluTanh);
+    return y;
+  }
+#endif
+  auto y = bf16_linear(x_b, w_b, bias);
+  gelu_rows_(y, true);
+  return y;
 }
 
 }  // namespace autoui_cpu

@@ -47,6 +47,30 @@ inline void norm_row(const float* xr, const float* w, const float* b, int64_t d,
   }
 }
 
+#if defined(__AVX512BW__)
+// norm_row for d % 16 == 0 with a bf16 result (a matmul's input): vector statistics, one pass out
+inline void norm_row_bf16(const float* xr, const float* w, const float* b, int64_t d, float eps, uint16_t* out) {
+  __m512 acc = _mm512_setzero_ps();
+  float mean = 0.f;
+  if (b) {
+    for (int64_t j = 0; j < d; j += 16) acc = _mm512_add_ps(acc, _mm512_loadu_ps(xr + j));
+    mean = _mm512_reduce_add_ps(acc) / static_cast<float>(d);
+  }
+  const __m512 m = _mm512_set1_ps(mean);
+  acc = _mm512_setzero_ps();
+  for (int64_t j = 0; j < d; j += 16) {
+    const __m512 t = _mm512_sub_ps(_mm512_loadu_ps(xr + j), m);
+    acc = _mm512_fmadd_ps(t, t, acc);
+  }
+  const __m512 inv = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(acc) / static_cast<float>(d) + eps));
+  for (int64_t j = 0; j < d; j += 16) {
+    __m512 y = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xr + j), m), inv), _mm512_loadu_ps(w + j));
+    if (b) y = _mm512_add_ps(y, _mm512_loadu_ps(b + j));
+    store_bf16x16(out + j, y);
+  }
+}
+#endif
+
 // The rows of x [rows, d] normalised (RMSNorm without `bias`, LayerNorm with it), in fp32, or in
 // bf16 when `to_bf16_out` (the next matmul's input).
 inline torch::Tensor norm_rows(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor* bias, double eps,
@@ -63,6 +87,12 @@ inline torch::Tensor norm_rows(const torch::Tensor& x, const torch::Tensor& w, c
         norm_row(xp + r * d, wp, bp, d, eps, out.data_ptr<float>() + r * d);
         continue;
       }
+#if defined(__AVX512BW__)
+      if (d % 16 == 0) {
+        norm_row_bf16(xp + r * d, wp, bp, d, static_cast<float>(eps), bf16_bits(out) + r * d);
+        continue;
+      }
+#endif
       norm_row(xp + r * d, wp, bp, d, eps, tmp.data());
       to_bf16_span(tmp.data(), bf16_bits(out) + r * d, d);
     }

@@ -31,6 +31,20 @@ inline void parallel_if(int64_t work, int64_t begin, int64_t end, Fn fn) {
   }
 }
 
+#if defined(__AVX512BW__)
+// 16 fp32 lanes -> bf16 bits at dst, rounded to nearest even: one instruction with AVX512-BF16
+inline void store_bf16x16(uint16_t* dst, __m512 v) {
+#if defined(__AVX512BF16__)
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+#else
+  __m512i bits = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  bits = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7FFF)), lsb), 16);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_cvtepi32_epi16(bits));
+#endif
+}
+#endif
+
 // fp32 -> bf16 bits, rounding to nearest even (NaN inputs are not expected here).
 inline void to_bf16_span(const float* src, uint16_t* dst, int64_t n) {
   int64_t i = 0;
@@ -41,6 +55,14 @@ inline void to_bf16_span(const float* src, uint16_t* dst, int64_t n) {
     __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
     bits = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, bias), lsb), 16);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi32_epi16(bits));
+  }
+  if (i < n) {  // the tail, masked
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    __m512i bits = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, src + i));
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
+    bits = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, bias), lsb), 16);
+    _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtepi32_epi16(bits));
+    return;
   }
 #endif
   for (; i < n; ++i) {
@@ -140,11 +162,16 @@ inline void exp_block(const float* in, float* out) { vstore(out, exp_ps(vload(in
 inline void exp_block(const float* in, float* out) { *out = std::exp(*in); }
 #endif
 
-// out[j] = exp(in[j]) for j < n (in and out may be the same array)
+// out[j] = exp(in[j]) for j < n (in and out may be the same array); the tail through a padded block
 inline void exp_array(const float* in, float* out, int64_t n) {
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes) exp_block(in + j, out + j);
-  for (; j < n; ++j) out[j] = std::exp(in[j]);
+  if (j < n) {
+    float block[kLanes] = {};
+    std::copy(in + j, in + n, block);
+    exp_block(block, block);
+    std::copy(block, block + (n - j), out + j);
+  }
 }
 
 }  // namespace autoui_cpu
