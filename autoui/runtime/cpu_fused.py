@@ -32,7 +32,9 @@ from autoui.runtime.cache.config import CacheFullError
 log = logging.getLogger("autoui.runtime")
 
 SOURCE = Path(__file__).parent / "csrc" / "cpu_step.cpp"
-CFLAGS = ("-O3", "-fopenmp-simd", "-mprefer-vector-width=512")
+# -fopenmp: at::parallel_for is a header template whose OpenMP pragma must be compiled here, else
+# every "parallel" loop of the kernel runs on one thread
+CFLAGS = ("-O3", "-fopenmp", "-mprefer-vector-width=512")
 _EXT: dict[str, Any] = {}  # "module" or "error", and "malloc": once per process
 
 
@@ -70,7 +72,8 @@ def load_extension(arch: str = "native") -> Any:
     name = extension_name(arch)
     log.info("loading the fused CPU decode kernel %s (compiled once per machine, ~20-60 s the first time)", name)
     try:
-        _EXT[key] = load(name=name, sources=[str(SOURCE)], extra_cflags=[*CFLAGS, f"-march={arch}"], verbose=False)
+        _EXT[key] = load(name=name, sources=[str(SOURCE)], extra_cflags=[*CFLAGS, f"-march={arch}"],
+                         extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as exc:  # noqa: BLE001 - no compiler, no headers, a failed build: say why, decode eagerly
         error = f"the fused CPU decode kernel could not be built ({type(exc).__name__}: {str(exc)[:300]})"
         if arch == "native":

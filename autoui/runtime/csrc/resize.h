@@ -10,6 +10,7 @@
 namespace autoui_cpu {
 
 constexpr int kResampleBits = 22;  // Pillow's PRECISION_BITS for 8-bit images
+constexpr int64_t kResizeRowsPerTask = 48;  // rows of a pass per thread task (a screen is ~0.1 ms)
 
 // Pillow's taps of a bilinear resize of `in` samples to `out`: output i reads inputs
 // start[i] .. start[i] + count[i] - 1 with fixed-point weights k[i * ksize + j].
@@ -108,39 +109,41 @@ inline void horizontal_rows_vec(const Rgb& in, int first, int n, const std::vect
     for (int i = 0; i < K * 16 && fits[b]; ++i)
       local[static_cast<size_t>(b) * K * 16 + i] = static_cast<uint8_t>(std::max(0, idx[static_cast<size_t>(b) * K * 16 + i] - lo));
   }
-  std::vector<uint8_t> row(static_cast<size_t>(in.width) * 3 + 128, 0);  // room for any 64-byte load
   const __m512i half = _mm512_set1_epi32(1 << (kResampleBits - 1)), bytes = _mm512_set1_epi32(0xFF);
-  for (int y = 0; y < n; ++y) {
-    std::memcpy(row.data(), in.p() + static_cast<size_t>(first + y) * in.width * 3, static_cast<size_t>(in.width) * 3);
-    uint8_t* dst = out.own.data() + static_cast<size_t>(y) * width;
-    for (int b = 0; b < blocks; ++b) {
-      const int e = b * 16;
-      const __mmask16 m = static_cast<__mmask16>(width - e >= 16 ? 0xFFFF : (1u << (width - e)) - 1);
-      __m512i acc = half;
-#if defined(__AVX512VBMI__)
-      if (fits[b]) {
-        const __m512i window = _mm512_loadu_si512(row.data() + base[b]);
-        for (int j = 0; j < K; ++j) {
-          const size_t at_ = (static_cast<size_t>(b) * K + j) * 16;
-          const __m512i pick = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(&local[at_])));
-          const __m512i v = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(_mm512_permutexvar_epi8(pick, window)));
-          acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(v, _mm512_loadu_si512(&wts[at_])));
+  at::parallel_for(0, n, kResizeRowsPerTask, [&, width, blocks, K](int64_t y0, int64_t y1) {  // copies: no aliasing
+    std::vector<uint8_t> row(static_cast<size_t>(in.width) * 3 + 128, 0);  // room for any 64-byte load
+    for (int64_t y = y0; y < y1; ++y) {
+      std::memcpy(row.data(), in.p() + static_cast<size_t>(first + y) * in.width * 3, static_cast<size_t>(in.width) * 3);
+      uint8_t* dst = out.own.data() + static_cast<size_t>(y) * width;
+      for (int b = 0; b < blocks; ++b) {
+        const int e = b * 16;
+        const __mmask16 m = static_cast<__mmask16>(width - e >= 16 ? 0xFFFF : (1u << (width - e)) - 1);
+        __m512i acc = half;
+  #if defined(__AVX512VBMI__)
+        if (fits[b]) {
+          const __m512i window = _mm512_loadu_si512(row.data() + base[b]);
+          for (int j = 0; j < K; ++j) {
+            const size_t at_ = (static_cast<size_t>(b) * K + j) * 16;
+            const __m512i pick = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(&local[at_])));
+            const __m512i v = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(_mm512_permutexvar_epi8(pick, window)));
+            acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(v, _mm512_loadu_si512(&wts[at_])));
+          }
+        } else
+  #endif
+        {
+          for (int j = 0; j < K; ++j) {
+            const size_t at_ = (static_cast<size_t>(b) * K + j) * 16;
+            const __m512i v = _mm512_and_si512(
+                _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, _mm512_loadu_si512(&idx[at_]), row.data(), 1), bytes);
+            acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(v, _mm512_loadu_si512(&wts[at_])));
+          }
         }
-      } else
-#endif
-      {
-        for (int j = 0; j < K; ++j) {
-          const size_t at_ = (static_cast<size_t>(b) * K + j) * 16;
-          const __m512i v = _mm512_and_si512(
-              _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, _mm512_loadu_si512(&idx[at_]), row.data(), 1), bytes);
-          acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(v, _mm512_loadu_si512(&wts[at_])));
-        }
+        const __m512i q = _mm512_min_epi32(_mm512_max_epi32(_mm512_srai_epi32(acc, kResampleBits), _mm512_setzero_si512()),
+                                           _mm512_set1_epi32(255));
+        _mm_mask_storeu_epi8(dst + e, m, _mm512_cvtepi32_epi8(q));
       }
-      const __m512i q = _mm512_min_epi32(_mm512_max_epi32(_mm512_srai_epi32(acc, kResampleBits), _mm512_setzero_si512()),
-                                         _mm512_set1_epi32(255));
-      _mm_mask_storeu_epi8(dst + e, m, _mm512_cvtepi32_epi8(q));
     }
-  }
+  });
 }
 #endif
 
@@ -194,19 +197,31 @@ inline Rgb horizontal_pass(const Rgb& in, int first, int n, int out_w) {
 inline Rgb vertical_pass(const Rgb& in, const Taps& t, int first) {
   const int out_h = static_cast<int>(t.start.size()), width = in.width * 3;
   Rgb out{nullptr, out_h, in.width, std::vector<uint8_t>(static_cast<size_t>(out_h) * width)};
-  std::vector<int32_t> acc(width);
-  for (int y = 0; y < out_h; ++y) {
-    std::fill(acc.begin(), acc.end(), 1 << (kResampleBits - 1));
-    for (int j = 0; j < t.count[y]; ++j) {
-      const uint8_t* row = in.p() + static_cast<size_t>(t.start[y] - first + j) * width;
-      const int32_t kj = t.k[static_cast<size_t>(y) * t.ksize + j];
-      int32_t* a = acc.data();
-#pragma omp simd
-      for (int e = 0; e < width; ++e) a[e] += row[e] * kj;
+  at::parallel_for(0, out_h, kResizeRowsPerTask, [&](int64_t y0, int64_t y1) {
+    const int w = width;  // locals: a byte store may alias anything captured by reference
+    std::vector<int32_t> acc(w);
+    for (int64_t y = y0; y < y1; ++y) {
+      std::fill(acc.begin(), acc.end(), 1 << (kResampleBits - 1));
+      for (int j = 0; j < t.count[y]; ++j) {
+        const uint8_t* row = in.p() + static_cast<size_t>(t.start[y] - first + j) * w;
+        const int32_t kj = t.k[static_cast<size_t>(y) * t.ksize + j];
+        int32_t* a = acc.data();
+  #pragma omp simd
+        for (int e = 0; e < w; ++e) a[e] += row[e] * kj;
+      }
+      uint8_t* dst = out.own.data() + static_cast<size_t>(y) * w;
+      const int32_t* a = acc.data();
+      int e = 0;
+  #if defined(__AVX512BW__)
+      for (; e + 16 <= w; e += 16) {
+        const __m512i q = _mm512_min_epi32(_mm512_max_epi32(_mm512_srai_epi32(_mm512_loadu_si512(a + e), kResampleBits),
+                                                            _mm512_setzero_si512()), _mm512_set1_epi32(255));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + e), _mm512_cvtepi32_epi8(q));
+      }
+  #endif
+      for (; e < w; ++e) dst[e] = clip8(a[e]);
     }
-    uint8_t* dst = out.own.data() + static_cast<size_t>(y) * width;
-    for (int e = 0; e < width; ++e) dst[e] = clip8(acc[e]);
-  }
+  });
   return out;
 }
 
@@ -243,13 +258,16 @@ inline torch::Tensor screen_pixels(const torch::Tensor& screen, int64_t content_
   auto out = torch::empty({3, size, size}, affine.options());
   float* o = out.data_ptr<float>();
   const float* ab = affine.data_ptr<float>();
-  for (int c = 0; c < 3; ++c) {
-    float table[256];  // byte -> value; volatile keeps the product's rounding apart from the sum's
+  float tables[3][256];  // byte -> value; volatile keeps the product's rounding apart from the sum's
+  for (int c = 0; c < 3; ++c)
     for (int v = 0; v < 256; ++v) {
       volatile float scaled = static_cast<float>(v) * ab[c];
-      table[v] = scaled + ab[3 + c];
+      tables[c][v] = scaled + ab[3 + c];
     }
-    for (int y = 0; y < size; ++y) {
+  at::parallel_for(0, 3 * size, kResizeRowsPerTask, [&, size, ch, cw](int64_t r0, int64_t r1) {  // copies: no aliasing
+    for (int64_t r = r0; r < r1; ++r) {
+      const int c = static_cast<int>(r / size), y = static_cast<int>(r % size);
+      const float* table = tables[c];
       float* dst = o + (static_cast<int64_t>(c) * size + y) * size;
       if (y >= ch) {
         std::fill(dst, dst + size, 0.f);
@@ -274,7 +292,7 @@ inline torch::Tensor screen_pixels(const torch::Tensor& screen, int64_t content_
       for (; x < cw; ++x) dst[x] = table[row[3 * x + c]];
       std::fill(dst + cw, dst + size, 0.f);
     }
-  }
+  });
   return out;
 }
 
