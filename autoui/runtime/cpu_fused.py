@@ -2,13 +2,15 @@
 
 On a CPU a forward of a small model is dispatch-bound: the matmuls of one token take a
 fraction of a millisecond, PyTorch's per-op overhead the rest (BENCHMARKS.md). The kernel in
-`csrc/cpu_step.cpp` runs the whole decoder (embeddings in, logits out) over the engine's plain
-fp32 KV cache, and the whole vision tower + projector (pixels in, image features out): matmuls
-through ATen (MKL / oneDNN) or its own fp16-weight GEMV, norms, RoPE, attention and gates as
-loops. The decoder takes "ragged" rows, so one call serves a prefill of prompts of different
-lengths, a one-token step, a run of grammar-forced tokens, or a mix. It computes what
-`autoui.model` computes (the tests compare logits and greedy tokens); the model stays the one
-definition of the math and of the weights. docs/runtime.md, phase 6.
+`csrc/cpu_step.cpp` runs the whole decoder (embeddings in, logits out) over the engine's KV
+cache (plain fp32, int8, int4, fp8), and the whole vision tower + projector (pixels in, image
+features out): matmuls on AMX tiles with fused epilogues (where the CPU has them), through ATen
+(MKL / oneDNN) or its own fp16-weight GEMV; norms, RoPE, attention and gates as loops. The
+decoder takes "ragged" rows, so one call serves a prefill of prompts of different lengths, a
+one-token step, a run of grammar-forced tokens, or a mix. It computes what `autoui.model`
+computes (the tests compare logits and greedy tokens); the model stays the one definition of
+the math and of the weights. Once loaded it also registers its Pillow-exact screen resize with
+`autoui.model.preprocess`. docs/runtime.md, phases 6 and 7.
 
 The C++ source is compiled on first use with `torch.utils.cpp_extension` (~20-60 s, once per
 machine: cached under `TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions; `make

@@ -65,10 +65,6 @@ class EngineConfig:
 
 
 PREFILL_DTYPES = ("auto", "same", "float32", "bfloat16", "float16")
-# BF16_DECODE: with bf16 prefills (the default on bf16 CPUs) on an AMX CPU, the fused kernel's
-# decode steps multiply in bf16 on AMX tiles too, at every batch size (a 32-sequence step 2.6 ->
-# 1.5 ms, 2-core Xeon, 2026-12-05). Each row's arithmetic there does not depend on the other rows,
-# so a request gets the same tokens alone or in any batch. Elsewhere decode stays fp32.
 DECODE_MODES = ("auto", "eager", "fused", "static", "graphs")
 
 
@@ -179,8 +175,14 @@ class Engine:
         dtype = auto_prefill_dtype(model) if c.prefill_dtype == "auto" else c.prefill_dtype
         self.fused_prefill = self.fused is not None and dtype in ("same", "float32", "bfloat16")
         self.prefill_bf16 = dtype == "bfloat16"
+        # with bf16 prefills on an AMX CPU, the kernel's decode steps multiply in bf16 on the tiles
+        # too, at every batch size (a 32-sequence step 2.6 -> 1.5 ms, 2-core Xeon, 2026-12-05). Each
+        # row's arithmetic there does not depend on the other rows, so a request gets the same
+        # tokens alone or in any batch. Elsewhere decode stays fp32.
+        self.decode_bf16 = self.fused_prefill and self.prefill_bf16 and self.fused.amx
         if self.fused_prefill:
-            log.info("prefill: fused CPU kernel, %s matmuls", "bf16" if self.prefill_bf16 else "fp32")
+            log.info("prefill: fused CPU kernel, %s matmuls; decode: %s", "bf16" if self.prefill_bf16 else "fp32",
+                     "bf16 on AMX tiles" if self.decode_bf16 else "fp32")
         self.prefiller = self.model if self.fused_prefill else prefill_model(self.model, c.prefill_dtype)
         self.eos_id, self.pad_id = model.config.eos_token_id, model.config.pad_token_id
         if constraint is not None and constraint.eos_id != self.eos_id:
@@ -302,9 +304,7 @@ class Engine:
         self.counts["decode_forwards"] += 1
         logits = None
         if self.fused is not None:  # one C++ call, ragged runs included
-            # on AMX, decode steps multiply in bf16 like prefills (see BF16_DECODE)
-            logits = self.fused([r.slot for r in reqs], [r.tokens[r.fed:] for r in reqs],
-                                self.prefill_bf16 and self.fused.amx)
+            logits = self.fused([r.slot for r in reqs], [r.tokens[r.fed:] for r in reqs], self.decode_bf16)
         elif max(lens) == 1 and self.graphs is not None:  # static shapes (a CUDA graph replay on CUDA)
             logits = self.graphs([r.slot for r in reqs], [r.tokens[-1] for r in reqs])  # None: graphs broke
         if logits is None:

@@ -1,16 +1,17 @@
 // Fused CPU forwards of autoui's model: the decoder over the engine's KV cache (plain fp32,
-// int8, fp8 or int4), and the vision tower + projector. Used by autoui/runtime/cpu_fused.py;
-// numerics follow autoui/model/{decoder,vision,projector,layers}.py, with activations in fp32
-// throughout. The pieces are in the headers beside this file (simd, matmul, pointwise,
-// attention, kv_store); this file holds the two forwards and the Python bindings.
+// int8, fp8 or int4), and the vision tower + projector; plus the screen resize and patch cutting
+// that feed them. Used by autoui/runtime/cpu_fused.py; numerics follow
+// autoui/model/{decoder,vision,projector,layers}.py, with the residual stream, statistics and KV
+// cache in fp32. The pieces are in the headers beside this file (simd, matmul, amx, pointwise,
+// attention, kv_store, resize); this file holds the forwards and the Python bindings.
 //
 // Decoder rows are new tokens of any number of sequences ("ragged": one-token decode steps,
 // runs of grammar-forced tokens, prefills): row i belongs to cache slot slot[i] at position
 // pos[i], and the rows of one sequence are consecutive. Each layer writes every row's key and
 // value into the cache first, then row i attends to keys 0..pos[i] of its own slot, so rows of
-// one sequence see each other causally. Matmuls go to ATen (MKL / oneDNN) or, for one or two
-// rows, to an fp16-weight GEMV here; norms, RoPE, attention and gates are loops here, so a
-// forward is a few dozen calls instead of hundreds of Python-dispatched ops.
+// one sequence see each other causally. Matmuls go to AMX tiles (amx.h), ATen (MKL / oneDNN) or,
+// for one or two fp32 rows, to an fp16-weight GEMV here; norms, RoPE, attention and gates are
+// loops here, so a forward is a few dozen calls instead of hundreds of Python-dispatched ops.
 #include "attention.h"
 #include "kv_store.h"
 #include "matmul.h"
@@ -35,9 +36,9 @@ struct DecoderShapes {
   const float *cos, *sin;
 };
 
-// One decoder layer (weights w, kDecoderPerLayer of them) over rows x [n, D] that hold whole
-// groups: group g is rows gs[g]..gs[g + 1] (of one cache slot, consecutive positions). x is
-// updated in place; each row's key and value are written to the cache before any row attends.
+// One decoder layer (weights w, kDecoderPerLayer of them) over rows x [n, D]: group g is rows
+// gs[g]..gs[g + 1] - 1 (of one cache slot, consecutive positions). x is updated in place; each
+// row's key and value are written to the cache before any row attends.
 // flow_b: many-row bf16 forwards keep matmul inputs and outputs in bf16 where the next step allows.
 void decoder_layer(torch::Tensor x, const int64_t* slot_p, const int64_t* pos_p, const std::vector<int64_t>& gs,
                    const KVStore& store, int64_t l, const torch::Tensor* w, const DecoderShapes& s, bool bf16,
@@ -103,11 +104,6 @@ void decoder_layer(torch::Tensor x, const int64_t* slot_p, const int64_t* pos_p,
   linear(act, down_w, bf16, &x);  // x += (silu(gate) * up) @ down^T
 }
 
-// Rows per tile of a many-row forward: each layer runs over whole sequences of about this many
-// rows at a time, so its intermediates (up to ~1 MB) stay in the core's L2 instead of streaming
-// through L3 between the matmuls and the row-wise loops.
-constexpr int64_t kTileRows = 100000;
-
 // x: [N, D] input embeddings (the residual stream: updated in place); slot, pos: [N] int64,
 // rows of a sequence consecutive; last: [M] int64 rows whose logits are wanted.
 // cache_k, cache_v, k_scale, v_scale, k_offset, v_offset: the KV cache (see KVStore; scales
@@ -142,19 +138,11 @@ torch::Tensor ragged_forward(torch::Tensor x, torch::Tensor slot, torch::Tensor 
     TORCH_CHECK(slot_p[i] >= 0 && slot_p[i] < S, "slot out of range");
     TORCH_CHECK(pos_p[i] >= 0 && pos_p[i] < T && pos_p[i] < rope_cos.size(0), "position out of range");
   }
-  // tiles of whole sequences (groups of consecutive rows of one slot), each about kTileRows rows:
-  // tiles[t] = row where tile t starts, groups[t] = its groups' starts relative to it (and its end)
-  std::vector<int64_t> tiles{0};
-  std::vector<std::vector<int64_t>> groups{{0}};
-  for (int64_t i = 1; i <= N; ++i) {
-    if (i < N && slot_p[i] == slot_p[i - 1]) continue;
-    groups.back().push_back(i - tiles.back());
-    if (i < N && i - tiles.back() >= kTileRows) {
-      tiles.push_back(i);
-      groups.push_back({0});
-    }
-  }
-  tiles.push_back(N);
+  // groups of consecutive rows of one sequence: group g is rows group_start[g] .. group_start[g + 1] - 1
+  std::vector<int64_t> group_start{0};
+  for (int64_t i = 1; i < N; ++i)
+    if (slot_p[i] != slot_p[i - 1]) group_start.push_back(i);
+  group_start.push_back(N);
   const int64_t Hq = n_heads, qw = Hq * Dh, kw = Hkv * Dh;
   const DecoderShapes shapes{Hq, Hkv, Dh, Hq / Hkv, qw, kw, qw + 2 * kw, 1.f / std::sqrt(static_cast<float>(Dh)), eps,
                              rope_cos.data_ptr<float>(), rope_sin.data_ptr<float>()};
@@ -162,9 +150,7 @@ torch::Tensor ragged_forward(torch::Tensor x, torch::Tensor slot, torch::Tensor 
   // AMX (packed weights), else for more rows than the fp16 GEMV takes
   const bool flow_b = bf16 && weights[3].numel() && (weights[3].dim() == 4 || N > kGemvRows);
   for (int64_t l = 0; l < L; ++l)
-    for (size_t t = 0; t + 1 < tiles.size(); ++t)
-      decoder_layer(x.narrow(0, tiles[t], tiles[t + 1] - tiles[t]), slot_p + tiles[t], pos_p + tiles[t], groups[t],
-                    store, l, &weights[kDecoderPerLayer * l], shapes, bf16, flow_b);
+    decoder_layer(x, slot_p, pos_p, group_start, store, l, &weights[kDecoderPerLayer * l], shapes, bf16, flow_b);
   const torch::Tensor* f = &weights[kDecoderPerLayer * L];
   const torch::Tensor none;
   return linear(norm_rows(x.index_select(0, last), f[0], nullptr, eps, false), Linear{f[1], f[2], f[3], none}, bf16);

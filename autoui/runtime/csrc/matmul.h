@@ -1,5 +1,6 @@
-// Matmuls of the fused CPU kernel: an fp16-weight GEMV for one or two rows, ATen (MKL / oneDNN)
-// for more, in fp32 or bf16, with bias and residual additions folded into one pass.
+// Matmuls of the fused CPU kernel: which form of a layer's weights a product takes (AMX tiles for
+// packed bf16 weights, oneDNN for [out, in] bf16 ones, an fp16-weight GEMV for one or two fp32
+// rows, MKL fp32 otherwise), with bias, residual additions and the MLP gates folded in.
 #pragma once
 
 #include "amx.h"
