@@ -49,7 +49,7 @@ void decoder_layer(torch::Tensor x, const int64_t* slot_p, const int64_t* pos_p,
       down_w{w[11], w[12], w[13], none};
   auto qkv = linear(norm_rows(x, w[0], nullptr, s.eps, flow_b), qkv_w, bf16);  // [n, qw + 2kw] fp32: RoPE, cache
   float* qkv_p = qkv.data_ptr<float>();
-  at::parallel_for(0, n, 8, [&](int64_t i0, int64_t i1) {  // RoPE on q and k, then store k and v
+  parallel_if(n * row * 2, 0, n, [&](int64_t i0, int64_t i1) {  // RoPE on q and k, then store k and v
     for (int64_t i = i0; i < i1; ++i) {
       float* r = qkv_p + i * row;
       const float* c = s.cos + pos_p[i] * Dh;

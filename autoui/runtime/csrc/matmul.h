@@ -66,7 +66,7 @@ inline void add_bf16_rows(const torch::Tensor& y, const torch::Tensor& bias, flo
   std::vector<float> zeros;
   if (!bias.numel()) zeros.assign(out, 0.f);
   const float* b = bias.numel() ? bias.data_ptr<float>() : zeros.data();
-  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+  parallel_if(rows * out, 0, rows, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const uint16_t* yr = src + r * out;
       float* dr = dst + r * out;

@@ -80,7 +80,7 @@ inline torch::Tensor norm_rows(const torch::Tensor& x, const torch::Tensor& w, c
   const float* xp = x.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
   const float* bp = bias ? bias->data_ptr<float>() : nullptr;
-  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+  parallel_if(rows * d * 4, 0, rows, [&](int64_t r0, int64_t r1) {
     std::vector<float> tmp(to_bf16_out ? d : 0);
     for (int64_t r = r0; r < r1; ++r) {
       if (!to_bf16_out) {
@@ -105,7 +105,7 @@ template <typename Fn>
 inline void map_bf16_rows(torch::Tensor& t, Fn fn) {
   const int64_t rows = t.size(0), width = t.size(1);
   uint16_t* p = bf16_bits(t);
-  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+  parallel_if(rows * width * 16, 0, rows, [&](int64_t r0, int64_t r1) {
     std::vector<float> row(width), scratch(width);
     for (int64_t r = r0; r < r1; ++r) {
       from_bf16_span(p + r * width, row.data(), width);
@@ -123,7 +123,7 @@ inline torch::Tensor silu_mul_rows(const torch::Tensor& gu) {
   if (gu.scalar_type() == at::kFloat) {
     const float* src = gu.data_ptr<float>();
     float* dst = act.data_ptr<float>();
-    at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+    parallel_if(rows * I * 16, 0, rows, [&](int64_t r0, int64_t r1) {
       std::vector<float> scratch(I);
       for (int64_t r = r0; r < r1; ++r) silu_mul(src + r * 2 * I, src + r * 2 * I + I, dst + r * I, I, scratch.data());
     });
@@ -131,7 +131,7 @@ inline torch::Tensor silu_mul_rows(const torch::Tensor& gu) {
   }
   const uint16_t* src = bf16_bits(gu);
   uint16_t* dst = bf16_bits(act);
-  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+  parallel_if(rows * I * 16, 0, rows, [&](int64_t r0, int64_t r1) {
     std::vector<float> g(2 * I), a(I), scratch(I);
     for (int64_t r = r0; r < r1; ++r) {
       from_bf16_span(src + r * 2 * I, g.data(), 2 * I);
@@ -151,7 +151,7 @@ inline void gelu_rows_(torch::Tensor& t, bool tanh_form) {
   } else {
     const int64_t rows = t.size(0), width = t.size(1);
     float* p = t.data_ptr<float>();
-    at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+    parallel_if(rows * width * 16, 0, rows, [&](int64_t r0, int64_t r1) {
       std::vector<float> scratch(width);
       for (int64_t r = r0; r < r1; ++r) gelu_tanh_inplace(p + r * width, width, scratch.data());
     });
