@@ -74,12 +74,15 @@ inline void fixed_windows(const Taps& t, int in, std::vector<int>& first, std::v
   }
 }
 
-template <int K>
-inline void horizontal_row(const uint8_t* row, const int* first, const int32_t* k, int out_w, uint8_t* dst) {
+// One row of the horizontal pass: output x sums taps k[x * K + j] times the pixels from first[x],
+// for j < count[x] (or K when count is null: fixed windows). The path without AVX-512.
+inline void horizontal_row(const uint8_t* row, const int* first, const int32_t* k, int K, const int* count, int out_w,
+                           uint8_t* dst) {
   for (int x = 0; x < out_w; ++x, k += K) {
     const uint8_t* px = row + static_cast<size_t>(first[x]) * 3;
     int32_t a0 = 1 << (kResampleBits - 1), a1 = a0, a2 = a0;
-    for (int j = 0; j < K; ++j) a0 += px[3 * j] * k[j], a1 += px[3 * j + 1] * k[j], a2 += px[3 * j + 2] * k[j];
+    for (int j = 0; j < (count ? count[x] : K); ++j)
+      a0 += px[3 * j] * k[j], a1 += px[3 * j + 1] * k[j], a2 += px[3 * j + 2] * k[j];
     dst[3 * x] = clip8(a0), dst[3 * x + 1] = clip8(a1), dst[3 * x + 2] = clip8(a2);
   }
 }
@@ -151,18 +154,10 @@ inline void horizontal_rows_vec(const Rgb& in, int first, int n, const std::vect
 inline Rgb horizontal_pass(const Rgb& in, int first, int n, int out_w) {
   const Taps t = bilinear_taps(in.width, out_w);
   Rgb out{nullptr, n, out_w, std::vector<uint8_t>(static_cast<size_t>(n) * out_w * 3)};
-  if (t.ksize > in.width) {  // a window wider than the row: Pillow's variable-length loop
-    for (int y = 0; y < n; ++y) {
-      const uint8_t* row = in.p() + static_cast<size_t>(first + y) * in.width * 3;
-      uint8_t* dst = out.own.data() + static_cast<size_t>(y) * out_w * 3;
-      for (int x = 0; x < out_w; ++x) {
-        const int32_t* k = t.k.data() + static_cast<size_t>(x) * t.ksize;
-        const uint8_t* px = row + static_cast<size_t>(t.start[x]) * 3;
-        int32_t a0 = 1 << (kResampleBits - 1), a1 = a0, a2 = a0;
-        for (int j = 0; j < t.count[x]; ++j, px += 3) a0 += px[0] * k[j], a1 += px[1] * k[j], a2 += px[2] * k[j];
-        dst[3 * x] = clip8(a0), dst[3 * x + 1] = clip8(a1), dst[3 * x + 2] = clip8(a2);
-      }
-    }
+  if (t.ksize > in.width) {  // a window wider than the row: Pillow's variable-length windows
+    for (int y = 0; y < n; ++y)
+      horizontal_row(in.p() + static_cast<size_t>(first + y) * in.width * 3, t.start.data(), t.k.data(), t.ksize,
+                     t.count.data(), out_w, out.own.data() + static_cast<size_t>(y) * out_w * 3);
     return out;
   }
   std::vector<int> starts;
@@ -172,23 +167,9 @@ inline Rgb horizontal_pass(const Rgb& in, int first, int n, int out_w) {
   horizontal_rows_vec(in, first, n, starts, k, t.ksize, out);
   return out;
 #endif
-  for (int y = 0; y < n; ++y) {
-    const uint8_t* row = in.p() + static_cast<size_t>(first + y) * in.width * 3;
-    uint8_t* dst = out.own.data() + static_cast<size_t>(y) * out_w * 3;
-    switch (t.ksize) {  // upscales take 3 taps, shrinks up to 3x take 5 or 7
-      case 3: horizontal_row<3>(row, starts.data(), k.data(), out_w, dst); break;
-      case 5: horizontal_row<5>(row, starts.data(), k.data(), out_w, dst); break;
-      case 7: horizontal_row<7>(row, starts.data(), k.data(), out_w, dst); break;
-      default:
-        for (int x = 0; x < out_w; ++x) {
-          const uint8_t* px = row + static_cast<size_t>(starts[x]) * 3;
-          const int32_t* kx = k.data() + static_cast<size_t>(x) * t.ksize;
-          int32_t a0 = 1 << (kResampleBits - 1), a1 = a0, a2 = a0;
-          for (int j = 0; j < t.ksize; ++j) a0 += px[3 * j] * kx[j], a1 += px[3 * j + 1] * kx[j], a2 += px[3 * j + 2] * kx[j];
-          dst[3 * x] = clip8(a0), dst[3 * x + 1] = clip8(a1), dst[3 * x + 2] = clip8(a2);
-        }
-    }
-  }
+  for (int y = 0; y < n; ++y)
+    horizontal_row(in.p() + static_cast<size_t>(first + y) * in.width * 3, starts.data(), k.data(), t.ksize, nullptr,
+                   out_w, out.own.data() + static_cast<size_t>(y) * out_w * 3);
   return out;
 }
 
