@@ -147,8 +147,9 @@ NOTES = [
     "An agent step = preprocess the raw screenshot + prompt ids + prefill + greedy decode of one action.",
     "HF generate() is unconstrained; `runtime` is the serving default: constrained (valid actions by "
     "construction), on CPUs through the fused C++ kernel, and on AMX / AVX512-BF16 CPUs with bf16 products "
-    "in prefills (attention included on AMX) and in decode steps of 3+ sequences (steps of 1-2 sequences "
-    "exact in fp32). `runtime-eager` is the same engine with PyTorch ops (decode='eager'). "
+    "in prefills (attention included on AMX); on AMX every decode step is bf16 on the tiles too (each row's "
+    "arithmetic independent of the batch), elsewhere decode is fp32. `runtime-eager` is the same engine with "
+    "PyTorch ops (decode='eager'). "
     "`runtime-unconstrained` is HF's apples-to-apples peer (no constraint, the model's dtype throughout). "
     "All stop at EOS or max_new_tokens.",
     "HF batches are left-padded with an attention mask; the runtime right-pads its prefill internally.",
