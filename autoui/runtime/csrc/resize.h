@@ -52,6 +52,14 @@ inline Taps bilinear_taps(int in, int out) {
 
 inline uint8_t clip8(int32_t acc) { return static_cast<uint8_t>(std::min(255, std::max(0, acc >> kResampleBits))); }
 
+#if defined(__AVX512BW__)
+// clip8 of 16 sums at once, as bytes
+inline __m128i clip8x16(__m512i acc) {
+  return _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(_mm512_srai_epi32(acc, kResampleBits), _mm512_setzero_si512()),
+                                               _mm512_set1_epi32(255)));
+}
+#endif
+
 // One RGB image, uint8 [rows, width, 3]: a view of the caller's array or an owned buffer.
 struct Rgb {
   const uint8_t* view;
@@ -122,7 +130,7 @@ inline void horizontal_rows_vec(const Rgb& in, int first, int n, const std::vect
         const int e = b * 16;
         const __mmask16 m = static_cast<__mmask16>(width - e >= 16 ? 0xFFFF : (1u << (width - e)) - 1);
         __m512i acc = half;
-  #if defined(__AVX512VBMI__)
+#if defined(__AVX512VBMI__)
         if (fits[b]) {
           const __m512i window = _mm512_loadu_si512(row.data() + base[b]);
           for (int j = 0; j < K; ++j) {
@@ -132,7 +140,7 @@ inline void horizontal_rows_vec(const Rgb& in, int first, int n, const std::vect
             acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(v, _mm512_loadu_si512(&wts[at_])));
           }
         } else
-  #endif
+#endif
         {
           for (int j = 0; j < K; ++j) {
             const size_t at_ = (static_cast<size_t>(b) * K + j) * 16;
@@ -141,9 +149,7 @@ inline void horizontal_rows_vec(const Rgb& in, int first, int n, const std::vect
             acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(v, _mm512_loadu_si512(&wts[at_])));
           }
         }
-        const __m512i q = _mm512_min_epi32(_mm512_max_epi32(_mm512_srai_epi32(acc, kResampleBits), _mm512_setzero_si512()),
-                                           _mm512_set1_epi32(255));
-        _mm_mask_storeu_epi8(dst + e, m, _mm512_cvtepi32_epi8(q));
+        _mm_mask_storeu_epi8(dst + e, m, clip8x16(acc));
       }
     }
   });
@@ -187,19 +193,15 @@ inline Rgb vertical_pass(const Rgb& in, const Taps& t, int first) {
         const uint8_t* row = in.p() + static_cast<size_t>(t.start[y] - first + j) * w;
         const int32_t kj = t.k[static_cast<size_t>(y) * t.ksize + j];
         int32_t* a = acc.data();
-  #pragma omp simd
+#pragma omp simd
         for (int e = 0; e < w; ++e) a[e] += row[e] * kj;
       }
       uint8_t* dst = out.own.data() + static_cast<size_t>(y) * w;
       const int32_t* a = acc.data();
       int e = 0;
-  #if defined(__AVX512BW__)
-      for (; e + 16 <= w; e += 16) {
-        const __m512i q = _mm512_min_epi32(_mm512_max_epi32(_mm512_srai_epi32(_mm512_loadu_si512(a + e), kResampleBits),
-                                                            _mm512_setzero_si512()), _mm512_set1_epi32(255));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + e), _mm512_cvtepi32_epi8(q));
-      }
-  #endif
+#if defined(__AVX512BW__)
+      for (; e + 16 <= w; e += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + e), clip8x16(_mm512_loadu_si512(a + e)));
+#endif
       for (; e < w; ++e) dst[e] = clip8(a[e]);
     }
   });

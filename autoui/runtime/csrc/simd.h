@@ -32,15 +32,19 @@ inline void parallel_if(int64_t work, int64_t begin, int64_t end, Fn fn) {
 }
 
 #if defined(__AVX512BW__)
+// 16 fp32 lanes -> their bf16 bits, rounded to nearest even, by integer arithmetic
+inline __m256i bf16_bits_rne(__m512 v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7FFF)), lsb), 16));
+}
+
 // 16 fp32 lanes -> bf16 bits at dst, rounded to nearest even: one instruction with AVX512-BF16
 inline void store_bf16x16(uint16_t* dst, __m512 v) {
 #if defined(__AVX512BF16__)
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
 #else
-  __m512i bits = _mm512_castps_si512(v);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  bits = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7FFF)), lsb), 16);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_cvtepi32_epi16(bits));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), bf16_bits_rne(v));
 #endif
 }
 #endif
@@ -49,19 +53,10 @@ inline void store_bf16x16(uint16_t* dst, __m512 v) {
 inline void to_bf16_span(const float* src, uint16_t* dst, int64_t n) {
   int64_t i = 0;
 #if defined(__AVX512BW__)
-  const __m512i bias = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1);
-  for (; i + 16 <= n; i += 16) {
-    __m512i bits = _mm512_castps_si512(_mm512_loadu_ps(src + i));
-    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
-    bits = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, bias), lsb), 16);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi32_epi16(bits));
-  }
+  for (; i + 16 <= n; i += 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), bf16_bits_rne(_mm512_loadu_ps(src + i)));
   if (i < n) {  // the tail, masked
     const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
-    __m512i bits = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, src + i));
-    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
-    bits = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, bias), lsb), 16);
-    _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtepi32_epi16(bits));
+    _mm256_mask_storeu_epi16(dst + i, m, bf16_bits_rne(_mm512_maskz_loadu_ps(m, src + i)));
     return;
   }
 #endif
