@@ -57,29 +57,32 @@ class AutoUIModel(nn.Module):
             feats = feats[:, 1:]  # drop CLIP's class token: [B, N_img, Dv]
         return self.projector(feats)  # [B, N_img, D]
 
-    def embed(self, pixel_values: torch.Tensor | None, input_ids: torch.Tensor,
-              image_features: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(self, pixel_values: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings with image placeholders replaced by image features -> [B, T, D].
 
         Each row must hold exactly `num_image_tokens` placeholders per image (one image per
-        row) or none when `pixel_values` is None. `image_features` [B, N_img, D], when given,
-        are `encode_images(pixel_values)` computed elsewhere (the runtime's fused CPU tower).
+        row) or none when `pixel_values` is None.
         """
         embeds = self.decoder.embed_tokens(input_ids)  # [B, T, D]
         is_image = input_ids == self.config.image_token_id  # [B, T]
-        counts = is_image.sum(dim=1).tolist()
+        self.check_image_tokens(is_image.sum(dim=1).tolist(), None if pixel_values is None else pixel_values.shape[0])
         if pixel_values is None:
-            if any(counts):
-                raise ValueError(f"input_ids hold image tokens ({counts} per row) but no pixel_values were given")
             return embeds
-        n_img = self.config.num_image_tokens
-        if pixel_values.shape[0] != input_ids.shape[0] or any(c != n_img for c in counts):
-            raise ValueError(f"each of the {pixel_values.shape[0]} images needs exactly {n_img} image tokens "
-                             f"(id {self.config.image_token_id}) in its row of input_ids; found {counts}")
-        feats = self.encode_images(pixel_values) if image_features is None else image_features
-        feats = feats.to(embeds.dtype)  # [B, N_img, D]
+        feats = self.encode_images(pixel_values).to(embeds.dtype)  # [B, N_img, D]
         # rows hold the same count, so row-major scatter puts image b's features in row b
         return embeds.masked_scatter(is_image[..., None], feats)  # [B, T, D]
+
+    def check_image_tokens(self, counts: list[int], n_images: int | None) -> None:
+        """ValueError unless each prompt (its count of image placeholders in `counts`) holds exactly
+        `num_image_tokens` of them, one prompt per image, or none when there are no images (None)."""
+        if n_images is None:
+            if any(counts):
+                raise ValueError(f"input_ids hold image tokens ({counts} per row) but no pixel_values were given")
+            return
+        n_img = self.config.num_image_tokens
+        if n_images != len(counts) or any(c != n_img for c in counts):
+            raise ValueError(f"each of the {n_images} images needs exactly {n_img} image tokens "
+                             f"(id {self.config.image_token_id}) in its row of input_ids; found {counts}")
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Decoder hidden states [..., D] -> vocabulary logits [..., V]."""

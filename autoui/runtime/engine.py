@@ -284,12 +284,7 @@ class Engine:
         is_image = ids == self.model.config.image_token_id
         images = [r.pixel_values for r in reqs if r.pixel_values is not None]
         counts = torch.stack([part.sum() for part in is_image.split(lens)]).tolist()
-        n_img = self.model.config.num_image_tokens
-        if len(images) != len(reqs) and images:
-            raise EngineError("a prefill group mixes requests with and without a screenshot")
-        if any(c != (n_img if images else 0) for c in counts):
-            raise EngineError(f"each prompt needs exactly {n_img if images else 0} image tokens "
-                              f"(id {self.model.config.image_token_id}); found {counts}")
+        self.model.check_image_tokens(counts, len(images) if images else None)  # as the eager path's `embed`
         if images:
             if self.fused.vision_reason:  # the tower in PyTorch, the decoder in the kernel
                 feats = self.model.encode_images(torch.stack(images).to(self.model.dtype))
