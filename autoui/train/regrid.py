@@ -14,7 +14,6 @@ one at the same loss.
 """
 from __future__ import annotations
 
-import logging
 import math
 import random
 from collections.abc import Callable, Iterable
@@ -25,8 +24,6 @@ import torch.nn.functional as F
 
 from autoui.model.vlm import AutoUIModel
 from autoui.train.schedule import make_scheduler
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
