@@ -9,7 +9,8 @@ import torch
 from autoui.data.synthetic import generate_dataset
 from autoui.model.config import load_preset
 from autoui.model.vlm import AutoUIModel
-from autoui.train.regrid import RegridConfig, coarse_features, feature_loss, fit_fine_grid, repeat_on_grid
+from autoui.train.regrid import (RegridConfig, coarse_features, feature_loss, fit_fine_grid, repatch_model,
+                                 repeat_on_grid)
 
 
 def test_repeat_on_grid_copies_each_token_to_its_sub_cells():
@@ -29,8 +30,6 @@ def _images(n: int, size: int) -> torch.Tensor:
 
 
 def test_fit_fine_grid_moves_the_fine_features_to_the_coarse_ones_and_spares_the_decoder():
-    from autoui.model.vision import repatch
-
     torch.manual_seed(0)
     coarse = AutoUIModel(load_preset("tiny")).eval()  # 32 px, patch 8: a 4 x 4 grid
     pixels = _images(24, coarse.config.image_size)
@@ -38,8 +37,7 @@ def test_fit_fine_grid_moves_the_fine_features_to_the_coarse_ones_and_spares_the
     assert targets.shape == (24, 16, coarse.config.decoder.hidden_size)
     fine = AutoUIModel(coarse.config)
     fine.load_state_dict(coarse.state_dict())
-    fine.vision = repatch(fine.vision, 4)
-    fine.config = fine.config.__class__(**{**fine.config.__dict__, "vision": fine.vision.config})
+    repatch_model(fine, 4)
     decoder_before = {k: v.clone() for k, v in fine.decoder.state_dict().items()}
 
     def loss_now() -> float:

@@ -33,14 +33,12 @@ from autoui.data.aitw import iter_steps
 from autoui.data.screen import SCREEN_FILE
 from autoui.data.stream import resolve_shards
 from autoui.model.preprocess import ScreenPreprocessor
+from autoui.model.tokenizer import ActionTokenizer
 from autoui.model.vlm import AutoUIModel
 from autoui.model.weights import save_derived
-from autoui.model.tokenizer import ActionTokenizer
 from autoui.train.predict import eval_pairs, predict_texts
-from autoui.train.regrid import RegridConfig, coarse_features, fit_fine_grid, grid_side, repeat_on_grid
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from repatch_model import repatch_model  # noqa: E402
+from autoui.train.regrid import (RegridConfig, coarse_features, fit_fine_grid, grid_side, repatch_model,
+                                 repeat_on_grid)
 
 log = logging.getLogger("regrid")
 

@@ -11,7 +11,6 @@ MiniWoB's words apart; the same tower at 14 px learns to).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -21,16 +20,9 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autoui.data.screen import SCREEN_FILE
-from autoui.model.vision import repatch
 from autoui.model.vlm import AutoUIModel
 from autoui.model.weights import save_derived
-
-
-def repatch_model(model: AutoUIModel, patch_size: int) -> AutoUIModel:
-    """`model` with its vision tower re-patched to `patch_size` and its config to match (in place)."""
-    model.vision = repatch(model.vision, patch_size)
-    model.config = dataclasses.replace(model.config, vision=model.vision.config)
-    return model
+from autoui.train.regrid import repatch_model
 
 
 def main(argv: list[str] | None = None) -> int:

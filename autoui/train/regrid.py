@@ -14,6 +14,7 @@ one at the same loss.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Callable, Iterable
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from autoui.model.vision import repatch
 from autoui.model.vlm import AutoUIModel
 from autoui.train.schedule import make_scheduler
 
@@ -39,6 +41,13 @@ class RegridConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.warmup < 0:
             raise ValueError(f"RegridConfig needs steps, batch_size >= 1, lr > 0, warmup >= 0; got {self}")
+
+
+def repatch_model(model: AutoUIModel, patch_size: int) -> AutoUIModel:
+    """`model` with its vision tower re-patched to `patch_size` and its config to match (in place)."""
+    model.vision = repatch(model.vision, patch_size)
+    model.config = dataclasses.replace(model.config, vision=model.vision.config)
+    return model
 
 
 def grid_side(model: AutoUIModel) -> int:
