@@ -25,21 +25,19 @@ def _script():
     return module
 
 
-def test_pages_hold_miniwobs_words_where_the_labels_say():
+def test_pages_come_from_the_training_term_renderer():
+    """The probe's pages are the word-pages loss's pages (tests/test_word_pages.py checks their labels)."""
     script = _script()
     from PIL import ImageFont
 
+    from autoui.train.word_pages import page_batch
+
     words = script.lorem_words()
-    assert 150 < len(words) <= script.CLASSES and "lorem" in words and all(w == w.lower() for w in words)
-    pixels, items = script.render_page(random.Random(0), words, ImageFont.truetype(script.FONT, script.FONT_PX))
-    assert pixels.shape == (3, script.SIZE, script.SIZE) and pixels.min() >= -1 and pixels.max() <= 1
-    assert len(items) > 20
-    for y, x, k in items:
-        assert 0 < y < 1 and 0 < x < 1 and 0 <= k < len(words)
-        row, col = int(y * script.SIZE), int(x * script.SIZE)
-        patch = pixels[:, max(0, row - 6):row + 7, max(0, col - 12):col + 13]
-        assert patch.min() < 0  # ink near every labelled word's centre
-    assert (pixels.amin(dim=0) == 1).float().mean() > 0.5  # mostly white page
+    assert 150 < len(words) <= script.CLASSES
+    font = ImageFont.truetype(script.FONT, script.FONT_PX)
+    pixels, page, y, x, k = script.pages(random.Random(0), 2, words, font)
+    assert pixels.shape == (2, 3, script.SIZE, script.SIZE) and len(k) > 40
+    assert torch.equal(pixels, page_batch(random.Random(0), 2, words, font, script.SIZE)[0])
 
 
 def test_every_front_end_trains_and_reports(tmp_path, capsys):
@@ -63,3 +61,27 @@ def test_every_front_end_trains_and_reports(tmp_path, capsys):
     AutoUIModel(load_preset("tiny").with_tokenizer(tok)).save_pretrained(tiny, tokenizer=tok)
     with pytest.raises(SystemExit, match="224-px"):
         script.front_end("vit28", str(tiny))
+
+
+def test_freeze_tower_trains_the_head_alone(tmp_path, monkeypatch):
+    script = _script()
+    tok = ActionTokenizer.load()
+    torch.manual_seed(0)
+    AutoUIModel(load_preset("default").with_tokenizer(tok)).save_pretrained(tmp_path / "model", tokenizer=tok)
+    probes = []
+    real = script.WordProbe
+
+    def keep(tokens):
+        probes.append(real(tokens))
+        return probes[-1]
+
+    monkeypatch.setattr(script, "WordProbe", keep)
+    out = tmp_path / "frozen.json"
+    assert script.main(["--model", str(tmp_path / "model"), "--variants", "vit28", "--freeze-tower", "--steps", "2",
+                        "--batch", "1", "--test-pages", "1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["freeze_tower"] is True
+    trained = probes[0]
+    start = AutoUIModel.from_pretrained(tmp_path / "model").vision.state_dict()
+    assert all(torch.equal(v.float(), start[k].float()) for k, v in trained.tokens.vision.state_dict().items())
+    assert not any(p.requires_grad for p in trained.tokens.parameters())
+    assert all(p.requires_grad for p in trained.head.parameters())

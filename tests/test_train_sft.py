@@ -117,8 +117,10 @@ def test_the_model_records_which_screens_it_learned_on(data, tmp_path):
     for folder, view in ((area, "area"), (whole, "task")):
         shutil.copytree(data["val"] / "single", folder / "miniwob")
         (folder / "manifest.json").write_text(json.dumps({"screen": {"view": view, "scale": 1.0}, "shards": {}}))
-    cfg = TrainConfig(preset="tiny", data=(str(area / "miniwob"),), out=str(tmp_path / "r"), steps=1, batch_size=2)
+    cfg = TrainConfig(preset="tiny", data=(str(area / "miniwob"),), out=str(tmp_path / "r"), steps=1, batch_size=2,
+                      save_every=1)
     assert model_view(Trainer(cfg).train()) == "area"
+    assert model_view(tmp_path / "r" / "checkpoints" / "step-00000001") == "area"  # checkpoints too
     mixed = TrainConfig(preset="tiny", data=(str(area), str(whole)), out=str(tmp_path / "m"), steps=1, batch_size=2)
     with pytest.raises(TrainConfigError, match="mixes"):
         Trainer(mixed)

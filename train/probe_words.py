@@ -21,6 +21,9 @@ Variants (comma list in `--variants`):
     python train/probe_words.py --model models/default-model --variants vit28,vit14,cnn,pool16,pool8,shuffle2,shuffle4 \
         --json train/results/probe_words.json
 
+`--freeze-tower` trains the head alone: how well a trained tower's features already name the
+words (docs/train.md section 18).
+
 A caveat built into the task: a coarse token can hold parts of several words (a 28-px token
 spans two lines of MiniWoB text), and the probe asks for the one centred there, so coarse
 grids have a ceiling below 100% even for a perfect reader.
@@ -31,7 +34,6 @@ import argparse
 import json
 import math
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -42,58 +44,18 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-FONT = "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf"
+from autoui.train.word_pages import FONT, centre_cells, lorem_words, page_batch  # noqa: E402
+
 SIZE, FONT_PX, CLASSES = 224, 14, 200  # CLASSES >= the 169 words
-COLORS = ((0, 0, 0), (0, 0, 238), (60, 60, 60))  # text, links, grey labels
-
-
-def lorem_words() -> list[str]:
-    """MiniWoB's own word list (`ui_utils.lorem_words`), lower case, punctuation stripped, sorted."""
-    from autoui.envs.miniwob import html_dir
-
-    js = (html_dir() / "common" / "ui_utils.js").read_text()
-    start = js.index("lorem_words = [")
-    return sorted({w.strip(",.").lower() for w in re.findall(r'"([^"]+)"', js[start:js.index("];", start)])})
-
-
-def render_page(rng: random.Random, words: list[str], font: Any) -> tuple[torch.Tensor, list[tuple[float, float, int]]]:
-    """A page of lines of words -> (pixels [3, S, S] in [-1, 1], [(y, x, word index)] of each word's centre)."""
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", (SIZE, SIZE), (255, 255, 255))
-    draw, items, y = ImageDraw.Draw(img), [], rng.randint(0, 10)
-    while y < SIZE - FONT_PX - 2:
-        x = rng.randint(0, 20)
-        while True:
-            k = rng.randrange(len(words))
-            word = words[k].capitalize() if rng.random() < 0.2 else words[k]
-            left, top, right, bottom = draw.textbbox((x, y), word, font=font)
-            if right > SIZE - 2:
-                break
-            draw.text((x, y), word, font=font, fill=rng.choice(COLORS))
-            items.append(((top + bottom) / 2 / SIZE, (left + right) / 2 / SIZE, k))
-            x = right + rng.randint(4, 12)
-        y += rng.randint(17, 30)
-    pixels = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 127.5 - 1
-    return pixels, items
 
 
 def pages(rng: random.Random, n: int, words: list[str], font: Any) -> tuple[torch.Tensor, ...]:
-    """n pages -> (pixels [n, 3, S, S], page of each word, y, x, word index)."""
-    pixels, cols = [], [[], [], [], []]
-    for i in range(n):
-        px, items = render_page(rng, words, font)
-        pixels.append(px)
-        for y, x, k in items:
-            for col, v in zip(cols, (i, y, x, k)):
-                col.append(v)
-    return (torch.stack(pixels), torch.tensor(cols[0]), torch.tensor(cols[1]), torch.tensor(cols[2]),
-            torch.tensor(cols[3]))
+    """n pages -> (pixels [n, 3, S, S] in [-1, 1], page of each word, y, x, word index)."""
+    return page_batch(rng, n, words, font, SIZE)
 
 
 def _cnn() -> nn.Sequential:
@@ -166,9 +128,7 @@ class WordProbe(nn.Module):
         self.head = nn.Sequential(nn.Linear(tokens.dim, 256), nn.GELU(), nn.Linear(256, CLASSES))
 
     def forward(self, pixels, page, y, x) -> torch.Tensor:
-        s = self.side
-        cell = (y * s).long().clamp(0, s - 1) * s + (x * s).long().clamp(0, s - 1)
-        return self.head(self.tokens(pixels)[page, cell])
+        return self.head(self.tokens(pixels)[page, centre_cells(y, x, self.side)])
 
 
 def accuracy(probe: WordProbe, test: tuple[torch.Tensor, ...]) -> float:
@@ -181,7 +141,9 @@ def train_variant(name: str, args: argparse.Namespace, words: list[str], font: A
     """Train one variant from seed 0; returns its test accuracy curve and seconds."""
     torch.manual_seed(0)
     rng, probe = random.Random(0), WordProbe(front_end(name, args.model))
-    opt = torch.optim.AdamW(probe.parameters(), lr=args.lr, weight_decay=0.01)
+    if args.freeze_tower:  # what the tower already holds: only the head learns
+        probe.tokens.requires_grad_(False)
+    opt = torch.optim.AdamW([q for q in probe.parameters() if q.requires_grad], lr=args.lr, weight_decay=0.01)
     test, curve, t0 = pages(random.Random(123), args.test_pages, words, font), [], time.time()
     for step in range(args.steps):
         for g in opt.param_groups:
@@ -211,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-pages", type=int, default=64)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--freeze-tower", action="store_true",
+                   help="train the head alone: how well the front end's features already name the words")
     p.add_argument("--font", default=FONT, help="a TrueType font with Arial's metrics")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
@@ -227,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"words": len(words), "steps": args.steps, "batch": args.batch,
+                                               "model": args.model, "freeze_tower": args.freeze_tower,
                                                "results": results}, indent=1))
     return 0
 

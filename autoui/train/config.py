@@ -138,6 +138,14 @@ class TrainConfig:
     goal_word_layers: tuple[int, ...] = field(default=(0,), metadata=_help(
         "decoder layers whose head --goal-word-head the goal-word loss supervises, comma-separated", parse=_ints))
     goal_word_head: int = field(default=1, metadata=_help("the attention head the goal-word loss supervises"))
+    word_pages_weight: float = field(default=0.0, metadata=_help(
+        "weight of the word-pages loss (synthetic pages of words are encoded each step and a training-only head "
+        "on the token under each word must name it; 0: off)"))
+    word_pages: int = field(default=4, metadata=_help("word pages rendered per micro-batch for the word-pages loss"))
+    word_pages_lr_scale: float = field(default=10.0, metadata=_help(
+        "the word-pages head's learning rate as a multiple of --lr (it starts from nothing; the model does not)"))
+    word_pages_vocab: str = field(default="miniwob", metadata=_help(
+        "the word-pages vocabulary: 'miniwob' (MiniWoB's 169 lorem words) or a file with one word per line"))
     shuffle_buffer: int = field(default=2000, metadata=_help("samples held in the streaming shuffle buffer"))
     workers: int = field(default=0, metadata=_help("DataLoader workers decoding shards in parallel (per process)"))
     val_data: tuple[str, ...] = field(default=(), metadata=_help("validation data dirs, comma-separated", parse=_paths))
@@ -184,6 +192,9 @@ class TrainConfig:
         _check(not self.grounding_weight or bool(self.grounding_layers), "--grounding-layers is empty")
         _check(self.goal_word_weight >= 0, f"TrainConfig.goal_word_weight must be >= 0, got {self.goal_word_weight}")
         _check(not self.goal_word_weight or bool(self.goal_word_layers), "--goal-word-layers is empty")
+        _check(self.word_pages_weight >= 0, f"TrainConfig.word_pages_weight must be >= 0, got {self.word_pages_weight}")
+        _check(self.word_pages >= 1, f"TrainConfig.word_pages must be >= 1, got {self.word_pages}")
+        _check(self.word_pages_lr_scale > 0, f"TrainConfig.word_pages_lr_scale must be > 0, got {self.word_pages_lr_scale}")
         _check(self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr}")
         _check(0.0 <= self.min_lr_ratio <= 1.0, f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         _check(self.weight_decay >= 0 and self.max_grad_norm >= 0, "weight_decay and max_grad_norm must be >= 0")

@@ -30,9 +30,11 @@ from autoui.train.predict import batched, predict_texts
 from autoui.train.schedule import make_scheduler
 from autoui.train.setup import (build_model, freeze_unused_parameters, load_tokenizer, load_val_pairs, make_builder, make_optimizer,
                                 make_train_loader, mixed_precision, prompt_limits)
+from autoui.train.word_pages import WordPageLoss, WordPageSpec
 
 log = logging.getLogger("autoui.train")
 METRICS_FILE = "metrics.jsonl"
+TERMS = ("ground_loss", "goal_word_loss", "box_text_loss", "word_pages_loss")  # auxiliary terms, logged when on
 FINAL_DIR = "final"
 
 
@@ -58,10 +60,11 @@ class Trainer:
         model = build_model(cfg, self.tokenizer, ckpt or cfg.init).to(self.acc.device)
         freeze_unused_parameters(model)
         optimizer = make_optimizer(model, cfg)
+        self.word_pages = self._word_pages(model, optimizer)
         self.scheduler = make_scheduler(optimizer, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
         self.raw = self.acc.unwrap_model(self.model)
-        self.step = 0
+        self.step, self._micro = 0, 0
         if ckpt is not None:
             self._restore(ckpt)
         self.cache = self._feature_cache()
@@ -96,11 +99,29 @@ class Trainer:
         if changed:
             log.warning("resuming with a different data setup %s (saved, now): the data order will not "
                         "match an uninterrupted run", changed)
+        if (self.word_pages is not None) != ("word_pages_head" in state):
+            raise TrainConfigError(f"{ckpt}: --word-pages-weight must be on or off as in the run that saved it")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
+        if self.word_pages is not None:
+            self.word_pages.load_state_dict(state["word_pages_head"])
         set_rng_state(rng)
         log.info("resumed %s at step %d", ckpt, self.step)
+
+    def _word_pages(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> WordPageLoss | None:
+        """The word-pages term, its head in its own optimizer group (before the scheduler sees the groups)."""
+        c = self.cfg
+        if c.word_pages_weight <= 0:
+            return None
+        if c.cache_vision_features:
+            raise TrainConfigError("--word-pages-weight trains the vision tower; it cannot go with --cache-vision-features")
+        try:
+            term = WordPageLoss(model, WordPageSpec(c.word_pages_weight, c.word_pages, c.word_pages_vocab), self.acc.device)
+        except ValueError as exc:
+            raise TrainConfigError(str(exc)) from exc
+        optimizer.add_param_group({"params": term.parameters(), "weight_decay": 0.0, "lr": c.lr * c.word_pages_lr_scale})
+        return term
 
     def _feature_cache(self) -> FeatureCache | None:
         c = self.cfg
@@ -113,13 +134,17 @@ class Trainer:
         """Checkpoint the current step (every process must call it)."""
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "data": self._data_state()}
-        return save_checkpoint(self.acc, self.run_dir, self.step, self.model, self.tokenizer, state,
+        if self.word_pages is not None:
+            state["word_pages_head"] = self.word_pages.state_dict()
+        path = save_checkpoint(self.acc, self.run_dir, self.step, self.model, self.tokenizer, state,
                                keep=self.cfg.keep_checkpoints)
+        if self.acc.is_main_process:  # so `autoui eval-miniwob --model` shows a checkpoint the screens it learned on
+            write_model_screen(path, self.screen)
+        return path
 
     # ---- one step ----------------------------------------------------------------------
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """-> (the loss to minimise, each auxiliary term alone: {"ground_loss", "goal_word_loss",
-        "box_text_loss"} when on)."""
+        """-> (the loss to minimise, each auxiliary term of `TERMS` alone, when on)."""
         dev = self.acc.device
         args = (batch["pixel_values"].to(dev), batch["input_ids"].to(dev), batch["attention_mask"].to(dev),
                 batch["labels"].to(dev))
@@ -133,6 +158,11 @@ class Trainer:
                 term = aux.loss(batch)
                 loss = loss + aux.spec.weight * term
                 terms[name] = term.detach().float()
+        if self.word_pages is not None:
+            with self.acc.autocast():
+                term = self.word_pages.loss((self.cfg.seed, self.step, self._micro, self.acc.process_index))
+            loss = loss + self.word_pages.spec.weight * term
+            terms["word_pages_loss"] = term.detach().float()
         return loss, terms
 
     def _next(self, it: Any) -> dict[str, Any]:
@@ -150,6 +180,7 @@ class Trainer:
         term_sums: dict[str, torch.Tensor] = {}
         tokens = samples = 0
         for i in range(k):
+            self._micro = i  # the word pages of micro-batch i
             batch = self._next(it)
             # all-reduce gradients only on the last micro-batch
             sync = contextlib.nullcontext() if i == k - 1 else self.acc.no_sync(self.model)
@@ -161,6 +192,9 @@ class Trainer:
                 term_sums[name] = term_sums.get(name, 0.0) + term
             tokens += int(batch["attention_mask"].sum())
             samples += len(batch["keys"])
+        if self.word_pages is not None and self.acc.num_processes > 1:  # its head is outside the wrapped model
+            for p in self.word_pages.parameters():
+                p.grad = self.acc.reduce(p.grad, reduction="mean")
         if self.cfg.max_grad_norm > 0:
             self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
@@ -194,10 +228,14 @@ class Trainer:
         merged: dict[tuple[str, int], str] = {}
         for part in gather_object([preds]):
             merged.update(part)
+        extra = {}
+        if self.word_pages is not None:  # held-out pages (their own keys), every process the same
+            with self.acc.autocast():
+                extra["val_word_pages_accuracy"] = sum(self.word_pages.accuracy(("val", i)) for i in range(4)) / 4
         self.raw.train()
         result = evaluate([st for st, _ in self.val_pairs], merged)
         self._log({"kind": "val", "step": self.step, **{f"val_{k}": v for k, v in result["overall"].items()},
-                   "val_subsets": result["subsets"]})
+                   **extra, "val_subsets": result["subsets"]})
         return result
 
     # ---- driving -----------------------------------------------------------------------
@@ -232,7 +270,7 @@ class Trainer:
             dt = time.perf_counter() - t0
             rec = {"kind": "train", "step": self.step, "loss": out["loss"], "lr": out["lr"],
                    "samples_per_s": out["samples"] / dt, "tokens_per_s": out["tokens"] / dt, "step_time_s": dt}
-            rec.update({m: out[m] for m in ("ground_loss", "goal_word_loss", "box_text_loss") if m in out})
+            rec.update({m: out[m] for m in TERMS if m in out})
             if self.step % c.log_every == 0 or self.step == end:
                 self._log(rec)
             bar.update(1)

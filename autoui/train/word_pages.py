@@ -1,0 +1,161 @@
+"""Word pages: a training-only term that makes each image token name the word drawn under it.
+
+Why: `train/probe_words.py` showed that the 14-px vision tower can learn to tell MiniWoB's 169
+random words apart (62% in 3,000 steps) when a head on the token under each word must name
+it, while the full agent, trained on one tap per screen, never does (docs/train.md sections
+11-17). This term gives the agent's training that same direct signal: every step it renders
+`pages` synthetic pages of words from a closed vocabulary (MiniWoB's `lorem_words` by default)
+at the model's input size, runs them through the vision tower and projector (the features
+the decoder reads), and a small head on the token under each word's centre must name the
+word (cross-entropy). Pages are drawn from (seed, step, micro-batch, rank), so a resumed run
+sees the pages an uninterrupted one would.
+
+The head is the only new parameter. It lives beside the model (its own optimizer group, saved
+in the trainer state for resume), never in the saved model, so serving is unchanged.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FONT = "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf"
+COLORS = ((0, 0, 0), (0, 0, 238), (60, 60, 60))  # text, links, grey labels
+REF_SIZE, REF_FONT_PX = 224, 14  # MiniWoB's 10-px text at the area view's 1.4x on a 224-px input
+
+
+def lorem_words() -> list[str]:
+    """MiniWoB's own word list (`ui_utils.lorem_words`), lower case, punctuation stripped, sorted."""
+    from autoui.envs.miniwob import html_dir
+
+    js = (html_dir() / "common" / "ui_utils.js").read_text()
+    start = js.index("lorem_words = [")
+    return sorted({w.strip(",.").lower() for w in re.findall(r'"([^"]+)"', js[start:js.index("];", start)])})
+
+
+def load_vocab(spec: str) -> list[str]:
+    """'miniwob' (MiniWoB's lorem words) or a text file with one word per line -> sorted distinct words."""
+    if spec == "miniwob":
+        return lorem_words()
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"word-pages vocabulary: {spec!r} is neither 'miniwob' nor a file")
+    words = sorted({w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip()})
+    if len(words) < 2:
+        raise ValueError(f"word-pages vocabulary {spec}: needs at least 2 distinct words, found {len(words)}")
+    return words
+
+
+def load_font(path: str, size: int) -> Any:
+    from PIL import ImageFont
+
+    if not Path(path).is_file():
+        raise ValueError(f"font not found: {path} (Debian: apt-get install fonts-liberation)")
+    return ImageFont.truetype(path, size)
+
+
+def render_page(rng: random.Random, words: list[str], font: Any, size: int) -> tuple[Any, list[tuple[float, float, int]]]:
+    """Lines of random words on a white size x size page -> (PIL image, [(y, x, word index)] of each
+    word's centre, normalised to the page)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (size, size), (255, 255, 255))
+    draw, items = ImageDraw.Draw(img), []
+    line = font.size
+    y = rng.randint(0, max(1, line * 5 // 7))
+    while y < size - line - 2:
+        x = rng.randint(0, max(1, size // 11))
+        while True:
+            k = rng.randrange(len(words))
+            word = words[k].capitalize() if rng.random() < 0.2 else words[k]
+            left, top, right, bottom = draw.textbbox((x, y), word, font=font)
+            if right > size - 2:
+                break
+            draw.text((x, y), word, font=font, fill=rng.choice(COLORS))
+            items.append(((top + bottom) / 2 / size, (left + right) / 2 / size, k))
+            x = right + rng.randint(max(1, line * 2 // 7), max(2, line * 6 // 7))
+        y += rng.randint(line * 17 // 14, line * 30 // 14)
+    return img, items
+
+
+def page_batch(rng: random.Random, n: int, words: list[str], font: Any, size: int,
+               mean: tuple[float, ...] = (0.5, 0.5, 0.5), std: tuple[float, ...] = (0.5, 0.5, 0.5)) -> tuple[torch.Tensor, ...]:
+    """n pages -> (pixels [n, 3, S, S] normalised with mean/std, page of each word, y, x, word index)."""
+    pixels, cols = [], [[], [], [], []]
+    m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    s = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    for i in range(n):
+        img, items = render_page(rng, words, font, size)
+        pixels.append((torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0 - m) / s)
+        for y, x, k in items:
+            for col, v in zip(cols, (i, y, x, k)):
+                col.append(v)
+    return (torch.stack(pixels), torch.tensor(cols[0]), torch.tensor(cols[1]), torch.tensor(cols[2]),
+            torch.tensor(cols[3]))
+
+
+def centre_cells(y: torch.Tensor, x: torch.Tensor, side: int) -> torch.Tensor:
+    """Normalised centres -> the row-major index of the token holding each on a side x side grid."""
+    return (y * side).long().clamp(0, side - 1) * side + (x * side).long().clamp(0, side - 1)
+
+
+@dataclass(frozen=True)
+class WordPageSpec:
+    weight: float
+    pages: int = 4  # pages per micro-batch (~37 words each at 224 px)
+    vocab: str = "miniwob"
+    font: str = FONT
+
+
+class WordPageLoss:
+    """`loss(key)` renders pages drawn from `key`, encodes them with the model, and scores the head."""
+
+    def __init__(self, model: Any, spec: WordPageSpec, device: torch.device | str = "cpu"):
+        if spec.pages < 1:
+            raise ValueError(f"word pages per step must be >= 1, got {spec.pages}")
+        cfg = model.config
+        self.spec, self.model, self.words = spec, model, load_vocab(spec.vocab)
+        self.size = int(cfg.image_size)
+        self.font = load_font(spec.font, max(6, round(REF_FONT_PX * self.size / REF_SIZE)))
+        self.mean, self.std = tuple(cfg.image_mean), tuple(cfg.image_std)
+        d = cfg.decoder.hidden_size
+        self.head = nn.Sequential(nn.Linear(d, 256), nn.GELU(), nn.Linear(256, len(self.words))).to(device)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.head.parameters())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.head.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.head.load_state_dict(state)
+
+    def batch(self, key: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        rng = random.Random("word-pages:" + ":".join(str(k) for k in key))
+        return page_batch(rng, self.spec.pages, self.words, self.font, self.size, self.mean, self.std)
+
+    def logits(self, pixels: torch.Tensor, page: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Word logits [M, V] for the words at (page, y, x)."""
+        dev = next(self.head.parameters()).device
+        feats = self.model.encode_images(pixels.to(dev))  # [P, N, D]
+        side = int(round(feats.shape[1] ** 0.5))
+        tokens = feats[page.to(dev), centre_cells(y, x, side).to(dev)]  # [M, D]
+        return self.head(tokens.to(self.head[0].weight.dtype))
+
+    def loss(self, key: tuple[int, ...]) -> torch.Tensor:
+        pixels, page, y, x, k = self.batch(key)
+        return F.cross_entropy(self.logits(pixels, page, y, x).float(), k.to(self.head[0].weight.device))
+
+    @torch.no_grad()
+    def accuracy(self, key: tuple[int, ...]) -> float:
+        """% of the words on the pages drawn from `key` the head names right (eval mode not needed: no dropout)."""
+        pixels, page, y, x, k = self.batch(key)
+        pred = self.logits(pixels, page, y, x).argmax(-1).cpu()
+        return 100.0 * float((pred == k).float().mean())
