@@ -30,6 +30,7 @@ def test_pages_come_from_the_training_term_renderer():
     script = _script()
     from PIL import ImageFont
 
+    from autoui.model.preprocess import ScreenPreprocessor
     from autoui.train.word_pages import page_batch
 
     words = script.lorem_words()
@@ -37,7 +38,7 @@ def test_pages_come_from_the_training_term_renderer():
     font = ImageFont.truetype(script.FONT, script.FONT_PX)
     pixels, page, y, x, k = script.pages(random.Random(0), 2, words, font)
     assert pixels.shape == (2, 3, script.SIZE, script.SIZE) and len(k) > 40
-    assert torch.equal(pixels, page_batch(random.Random(0), 2, words, font, script.SIZE)[0])
+    assert torch.equal(pixels, page_batch(random.Random(0), 2, words, font, ScreenPreprocessor(script.SIZE))[0])
 
 
 def test_every_front_end_trains_and_reports(tmp_path, capsys):

@@ -10,6 +10,7 @@ import torch
 
 from autoui.data.synthetic import generate_dataset
 from autoui.model.config import load_preset
+from autoui.model.preprocess import ScreenPreprocessor
 from autoui.model.vlm import AutoUIModel
 from autoui.train.config import TrainConfig, TrainConfigError
 from autoui.train.loop import Trainer
@@ -23,8 +24,8 @@ def test_miniwob_vocabulary_and_pages_name_every_word_where_it_is_drawn():
     words = lorem_words()
     assert len(words) == 169 and words == sorted(set(words)) and all(w == w.lower() for w in words)
     font = load_font(FONT, 14)
-    a = page_batch(random.Random(3), 2, words, font, 224)
-    b = page_batch(random.Random(3), 2, words, font, 224)
+    a = page_batch(random.Random(3), 2, words, font, ScreenPreprocessor(224))
+    b = page_batch(random.Random(3), 2, words, font, ScreenPreprocessor(224))
     assert all(torch.equal(x, y) for x, y in zip(a, b))  # drawn from the rng alone
     pixels, page, y, x, k = a
     assert pixels.shape == (2, 3, 224, 224) and -1.0 <= float(pixels.min()) and float(pixels.max()) <= 1.0

@@ -48,14 +48,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autoui.train.word_pages import FONT, centre_cells, lorem_words, page_batch  # noqa: E402
+from autoui.model.preprocess import ScreenPreprocessor  # noqa: E402
+from autoui.train.word_pages import FONT, centre_cells, load_font, lorem_words, page_batch  # noqa: E402
 
 SIZE, FONT_PX, CLASSES = 224, 14, 200  # CLASSES >= the 169 words
 
 
 def pages(rng: random.Random, n: int, words: list[str], font: Any) -> tuple[torch.Tensor, ...]:
     """n pages -> (pixels [n, 3, S, S] in [-1, 1], page of each word, y, x, word index)."""
-    return page_batch(rng, n, words, font, SIZE)
+    return page_batch(rng, n, words, font, ScreenPreprocessor(SIZE))
 
 
 def _cnn() -> nn.Sequential:
@@ -178,12 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--font", default=FONT, help="a TrueType font with Arial's metrics")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
-    from PIL import ImageFont
-
-    if not Path(args.font).is_file():
-        raise SystemExit(f"font not found: {args.font} (Debian: apt-get install fonts-liberation)")
+    try:
+        font = load_font(args.font, FONT_PX)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     torch.set_num_threads(args.threads)
-    words, font = lorem_words(), ImageFont.truetype(args.font, FONT_PX)
+    words = lorem_words()
     results = {name: train_variant(name, args, words, font) for name in args.variants.split(",")}
     print(f"\n{'variant':10s} {'tokens':>6s} {'token px':>8s} {'accuracy %':>10s}  (chance {100 / len(words):.1f}%)")
     for name, r in results.items():

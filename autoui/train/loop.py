@@ -64,7 +64,7 @@ class Trainer:
         self.scheduler = make_scheduler(optimizer, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
         self.raw = self.acc.unwrap_model(self.model)
-        self.step, self._micro = 0, 0
+        self.step = 0
         if ckpt is not None:
             self._restore(ckpt)
         self.cache = self._feature_cache()
@@ -143,8 +143,9 @@ class Trainer:
         return path
 
     # ---- one step ----------------------------------------------------------------------
-    def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """-> (the loss to minimise, each auxiliary term of `TERMS` alone, when on)."""
+    def _loss(self, batch: dict[str, Any], micro: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """-> (the loss to minimise, each auxiliary term of `TERMS` alone, when on); `micro`: the
+        micro-batch's index in the step, which picks its word pages."""
         dev = self.acc.device
         args = (batch["pixel_values"].to(dev), batch["input_ids"].to(dev), batch["attention_mask"].to(dev),
                 batch["labels"].to(dev))
@@ -160,7 +161,7 @@ class Trainer:
                 terms[name] = term.detach().float()
         if self.word_pages is not None:
             with self.acc.autocast():
-                term = self.word_pages.loss((self.cfg.seed, self.step, self._micro, self.acc.process_index))
+                term = self.word_pages.loss((self.cfg.seed, self.step, micro, self.acc.process_index))
             loss = loss + self.word_pages.spec.weight * term
             terms["word_pages_loss"] = term.detach().float()
         return loss, terms
@@ -180,12 +181,11 @@ class Trainer:
         term_sums: dict[str, torch.Tensor] = {}
         tokens = samples = 0
         for i in range(k):
-            self._micro = i  # the word pages of micro-batch i
             batch = self._next(it)
             # all-reduce gradients only on the last micro-batch
             sync = contextlib.nullcontext() if i == k - 1 else self.acc.no_sync(self.model)
             with sync:
-                loss, terms = self._loss(batch)
+                loss, terms = self._loss(batch, i)
                 self.acc.backward(loss / k)
             loss_sum += loss.detach().float()
             for name, term in terms.items():
@@ -229,7 +229,7 @@ class Trainer:
         for part in gather_object([preds]):
             merged.update(part)
         extra = {}
-        if self.word_pages is not None:  # held-out pages (their own keys), every process the same
+        if self.word_pages is not None and self.acc.is_main_process:  # held-out pages (their own keys); main logs
             with self.acc.autocast():
                 extra["val_word_pages_accuracy"] = sum(self.word_pages.accuracy(("val", i)) for i in range(4)) / 4
         self.raw.train()

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from autoui.model.preprocess import ScreenPreprocessor
+from autoui.train.regrid import grid_side
 
 FONT = "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf"
 COLORS = ((0, 0, 0), (0, 0, 238), (60, 60, 60))  # text, links, grey labels
@@ -85,15 +87,13 @@ def render_page(rng: random.Random, words: list[str], font: Any, size: int) -> t
     return img, items
 
 
-def page_batch(rng: random.Random, n: int, words: list[str], font: Any, size: int,
-               mean: tuple[float, ...] = (0.5, 0.5, 0.5), std: tuple[float, ...] = (0.5, 0.5, 0.5)) -> tuple[torch.Tensor, ...]:
-    """n pages -> (pixels [n, 3, S, S] normalised with mean/std, page of each word, y, x, word index)."""
+def page_batch(rng: random.Random, n: int, words: list[str], font: Any, pre: ScreenPreprocessor) -> tuple[torch.Tensor, ...]:
+    """n pages of `pre.image_size` px -> (pixels [n, 3, S, S] normalised by `pre`, as screenshots are,
+    page of each word, y, x, word index)."""
     pixels, cols = [], [[], [], [], []]
-    m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-    s = torch.tensor(std, dtype=torch.float32)[:, None, None]
     for i in range(n):
-        img, items = render_page(rng, words, font, size)
-        pixels.append((torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0 - m) / s)
+        img, items = render_page(rng, words, font, pre.image_size)
+        pixels.append(pre(img)[0])
         for y, x, k in items:
             for col, v in zip(cols, (i, y, x, k)):
                 col.append(v)
@@ -120,12 +120,10 @@ class WordPageLoss:
     def __init__(self, model: Any, spec: WordPageSpec, device: torch.device | str = "cpu"):
         if spec.pages < 1:
             raise ValueError(f"word pages per step must be >= 1, got {spec.pages}")
-        cfg = model.config
         self.spec, self.model, self.words = spec, model, load_vocab(spec.vocab)
-        self.size = int(cfg.image_size)
-        self.font = load_font(spec.font, max(6, round(REF_FONT_PX * self.size / REF_SIZE)))
-        self.mean, self.std = tuple(cfg.image_mean), tuple(cfg.image_std)
-        d = cfg.decoder.hidden_size
+        self.pre, self.side = ScreenPreprocessor.from_config(model.config), grid_side(model)
+        self.font = load_font(spec.font, max(6, round(REF_FONT_PX * self.pre.image_size / REF_SIZE)))
+        d = model.config.decoder.hidden_size
         self.head = nn.Sequential(nn.Linear(d, 256), nn.GELU(), nn.Linear(256, len(self.words))).to(device)
 
     def parameters(self) -> list[nn.Parameter]:
@@ -139,19 +137,19 @@ class WordPageLoss:
 
     def batch(self, key: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
         rng = random.Random("word-pages:" + ":".join(str(k) for k in key))
-        return page_batch(rng, self.spec.pages, self.words, self.font, self.size, self.mean, self.std)
+        return page_batch(rng, self.spec.pages, self.words, self.font, self.pre)
 
     def logits(self, pixels: torch.Tensor, page: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Word logits [M, V] for the words at (page, y, x)."""
-        dev = next(self.head.parameters()).device
-        feats = self.model.encode_images(pixels.to(dev))  # [P, N, D]
-        side = int(round(feats.shape[1] ** 0.5))
-        tokens = feats[page.to(dev), centre_cells(y, x, side).to(dev)]  # [M, D]
-        return self.head(tokens.to(self.head[0].weight.dtype))
+        weight = self.head[0].weight
+        feats = self.model.encode_images(pixels.to(weight.device))  # [P, N, D]
+        tokens = feats[page.to(weight.device), centre_cells(y, x, self.side).to(weight.device)]  # [M, D]
+        return self.head(tokens.to(weight.dtype))
 
     def loss(self, key: tuple[int, ...]) -> torch.Tensor:
         pixels, page, y, x, k = self.batch(key)
-        return F.cross_entropy(self.logits(pixels, page, y, x).float(), k.to(self.head[0].weight.device))
+        logits = self.logits(pixels, page, y, x)
+        return F.cross_entropy(logits.float(), k.to(logits.device))
 
     @torch.no_grad()
     def accuracy(self, key: tuple[int, ...]) -> float:
