@@ -11,11 +11,12 @@ import torch
 from autoui.data.synthetic import generate_dataset
 from autoui.model.config import load_preset
 from autoui.model.preprocess import ScreenPreprocessor
+from autoui.model.tokenizer import ActionTokenizer
 from autoui.model.vlm import AutoUIModel
 from autoui.train.config import TrainConfig, TrainConfigError
 from autoui.train.loop import Trainer
 from autoui.train.word_pages import (FONT, WordPageLoss, WordPageSpec, centre_cells, load_font, load_vocab,
-                                     lorem_words, page_batch)
+                                     lorem_words, page_batch, piece_batch, word_pieces)
 
 pytestmark = pytest.mark.skipif(not Path(FONT).is_file(), reason="needs fonts-liberation")
 
@@ -125,3 +126,67 @@ def test_trainer_refuses_what_cannot_work(data, tmp_path):
     Trainer(TrainConfig(preset="tiny", data=(str(data),), out=str(plain), steps=2, stop_after=1, save_every=1)).train()
     with pytest.raises(TrainConfigError, match="on or off"):
         Trainer(_resume(plain, word_pages_weight=1.0))
+
+
+# ---- the `pieces` target: image tokens meet the decoder's own piece embeddings -----------------------------
+
+def test_word_pieces_are_the_pieces_a_goal_gives_the_word():
+    tok = ActionTokenizer.load().backend
+    seen = set()
+    for seed in range(40):
+        pieces = word_pieces(random.Random(seed), "aliquam", tok)
+        spans = [(a, b) for _, a, b in pieces]
+        assert spans[0][0] == 0 and spans[-1][1] == 7  # the pieces cover the word, in order, without gaps
+        assert all(b1 == a2 for (_, b1), (a2, _) in zip(spans, spans[1:]))
+        ids = [t for t, _, _ in pieces]
+        seen.add(tuple(ids))
+        goal = tok.encode('Click on the link "aliquam".' if ids[0] != tok.token_to_id("Ġa") else "Select aliquam from",
+                          add_special_tokens=False).ids
+        assert any(goal[i:i + len(ids)] == ids for i in range(len(goal)))  # exactly as inside a goal
+    assert len(seen) == 2  # both forms, quoted ('ali', 'qu', 'am') and after a space ('Ġa', 'li', 'qu', 'am')
+
+
+def test_piece_batch_puts_each_piece_on_its_own_ink():
+    tok = ActionTokenizer.load().backend
+    font, pre = load_font(FONT, 14), ScreenPreprocessor(224)
+    a = piece_batch(random.Random(4), 2, lorem_words(), font, pre, tok)
+    assert all(torch.equal(x, y) for x, y in zip(a, piece_batch(random.Random(4), 2, lorem_words(), font, pre, tok)))
+    pixels, page, y, x, ids = a
+    words = page_batch(random.Random(4), 2, lorem_words(), font, pre)[-1]
+    assert len(ids) > 2 * len(words) and int(ids.max()) < tok.get_vocab_size()  # words are 1-6 pieces
+    for i in range(len(ids)):
+        row, col = int(y[i] * 224), int(x[i] * 224)
+        assert pixels[page[i], :, max(0, row - 6):row + 7, max(0, col - 4):col + 5].min() < 0  # ink under the piece
+
+
+def test_pieces_target_learns_reads_the_embedding_table_and_resumes(data, tmp_path):
+    torch.manual_seed(0)
+    tokenizer = ActionTokenizer.load()
+    model = AutoUIModel(load_preset("tiny").with_tokenizer(tokenizer))
+    with pytest.raises(ValueError, match="tokenizer"):
+        WordPageLoss(model, WordPageSpec(1.0, target="pieces"))
+    with pytest.raises(ValueError, match="target"):
+        WordPageSpec(1.0, target="letters")
+    term = WordPageLoss(model, WordPageSpec(1.0, pages=2, target="pieces"), tokenizer=tokenizer)
+    assert [n for n, _ in term.head.named_parameters()] == ["log_scale"]  # a temperature, nothing else
+    opt = torch.optim.AdamW(list(model.parameters()) + term.parameters(), lr=3e-3)
+    first = None
+    for step in range(25):
+        loss = term.loss((0, step % 5))
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:
+            assert model.vision.embeddings.patch_embedding.weight.grad.abs().sum() > 0
+            assert model.decoder.embed_tokens.weight.grad is None  # the table is read, never moved by this term
+        opt.step()
+    assert float(term.loss((0, 0)).detach()) < 0.8 * first
+    common = dict(preset="tiny", data=(str(data),), steps=2, batch_size=2, warmup=1, shuffle_buffer=16, seed=5,
+                  word_pages_weight=1.0, word_pages=1, word_pages_target="pieces")
+    run = tmp_path / "pieces"
+    assert Trainer(TrainConfig(out=str(run), stop_after=1, save_every=1, **common)).train() is None
+    with pytest.raises(TrainConfigError, match="word-pages-target"):
+        Trainer(_resume(run, word_pages_target="words"))
+    resumed = Trainer(_resume(run))
+    resumed.train()
+    assert [r["word_pages_loss"] > 0 for r in _train(run)] == [True, True]

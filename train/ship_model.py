@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from autoui.data.screen import SCREEN_FILE
+from autoui.model.soup import SOUP_FILE
 from autoui.model.vlm import AutoUIModel
 from autoui.model.weights import save_derived
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     model = AutoUIModel.from_pretrained(src, dtype=getattr(torch, args.dtype))
     if out.exists():
         shutil.rmtree(out)
-    save_derived(model, src, out, sidecars=["train_config.json", SCREEN_FILE])  # the recipe; the screens it learned on
+    save_derived(model, src, out, sidecars=["train_config.json", SOUP_FILE, SCREEN_FILE])  # the recipe; the screens it learned on
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"shipped {model.num_parameters():,} parameters ({args.dtype}) to {out}: {size:.1f} MiB")
     return 0

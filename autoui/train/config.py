@@ -146,6 +146,9 @@ class TrainConfig:
         "the word-pages head's learning rate as a multiple of --lr (it starts from nothing; the model does not)"))
     word_pages_vocab: str = field(default="miniwob", metadata=_help(
         "the word-pages vocabulary: 'miniwob' (MiniWoB's 169 lorem words) or a file with one word per line"))
+    word_pages_target: str = field(default="words", metadata=_help(
+        "what the token under a drawn word must give: 'words' (a training-only head names the word) or 'pieces' "
+        "(the token under each of its word pieces must be nearest to that piece's input embedding)"))
     shuffle_buffer: int = field(default=2000, metadata=_help("samples held in the streaming shuffle buffer"))
     workers: int = field(default=0, metadata=_help("DataLoader workers decoding shards in parallel (per process)"))
     val_data: tuple[str, ...] = field(default=(), metadata=_help("validation data dirs, comma-separated", parse=_paths))
@@ -194,6 +197,8 @@ class TrainConfig:
         _check(not self.goal_word_weight or bool(self.goal_word_layers), "--goal-word-layers is empty")
         _check(self.word_pages_weight >= 0, f"TrainConfig.word_pages_weight must be >= 0, got {self.word_pages_weight}")
         _check(self.word_pages >= 1, f"TrainConfig.word_pages must be >= 1, got {self.word_pages}")
+        _check(self.word_pages_target in ("words", "pieces"),
+               f"TrainConfig.word_pages_target must be 'words' or 'pieces', got {self.word_pages_target!r}")
         _check(self.word_pages_lr_scale > 0, f"TrainConfig.word_pages_lr_scale must be > 0, got {self.word_pages_lr_scale}")
         _check(self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr}")
         _check(0.0 <= self.min_lr_ratio <= 1.0, f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")

@@ -101,6 +101,9 @@ class Trainer:
                         "match an uninterrupted run", changed)
         if (self.word_pages is not None) != ("word_pages_head" in state):
             raise TrainConfigError(f"{ckpt}: --word-pages-weight must be on or off as in the run that saved it")
+        if self.word_pages is not None and state.get("word_pages_target", "words") != self.cfg.word_pages_target:
+            raise TrainConfigError(f"{ckpt}: --word-pages-target must be {state.get('word_pages_target', 'words')!r} "
+                                   "as in the run that saved it")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
@@ -117,7 +120,8 @@ class Trainer:
         if c.cache_vision_features:
             raise TrainConfigError("--word-pages-weight trains the vision tower; it cannot go with --cache-vision-features")
         try:
-            term = WordPageLoss(model, WordPageSpec(c.word_pages_weight, c.word_pages, c.word_pages_vocab), self.acc.device)
+            spec = WordPageSpec(c.word_pages_weight, c.word_pages, c.word_pages_vocab, target=c.word_pages_target)
+            term = WordPageLoss(model, spec, self.acc.device, tokenizer=self.tokenizer)
         except ValueError as exc:
             raise TrainConfigError(str(exc)) from exc
         optimizer.add_param_group({"params": term.parameters(), "weight_decay": 0.0, "lr": c.lr * c.word_pages_lr_scale})
@@ -136,6 +140,7 @@ class Trainer:
                  "scheduler": self.scheduler.state_dict(), "data": self._data_state()}
         if self.word_pages is not None:
             state["word_pages_head"] = self.word_pages.state_dict()
+            state["word_pages_target"] = self.word_pages.spec.target
         path = save_checkpoint(self.acc, self.run_dir, self.step, self.model, self.tokenizer, state,
                                keep=self.cfg.keep_checkpoints)
         if self.acc.is_main_process:  # so `autoui eval-miniwob --model` shows a checkpoint the screens it learned on

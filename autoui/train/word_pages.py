@@ -12,14 +12,23 @@ sees the pages an uninterrupted one would.
 
 The head is the only new parameter. It lives beside the model (its own optimizer group, saved
 in the trainer state for resume), never in the saved model, so serving is unchanged.
+
+Target `pieces` (docs/train.md section 19) asks for the decoder's own words instead: the token
+under each *word piece* (as the tokenizer splits the word inside a goal, quoted or after a
+space) must be nearest, by cosine, to that piece's input embedding among all the tokenizer's
+pieces. Image tokens and goal tokens then meet in one space, where a layer-0 attention head
+can match a goal's pieces to the patches that show them. Its only parameter is a temperature;
+the embedding table is read, never moved.
 """
 from __future__ import annotations
 
 import random
 import re
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +39,7 @@ from autoui.train.regrid import grid_side
 
 FONT = "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf"
 COLORS = ((0, 0, 0), (0, 0, 238), (60, 60, 60))  # text, links, grey labels
+TARGETS = ("words", "pieces")
 REF_SIZE, REF_FONT_PX = 224, 14  # MiniWoB's 10-px text at the area view's 1.4x on a 224-px input
 
 
@@ -63,9 +73,17 @@ def load_font(path: str, size: int) -> Any:
     return ImageFont.truetype(path, size)
 
 
-def render_page(rng: random.Random, words: list[str], font: Any, size: int) -> tuple[Any, list[tuple[float, float, int]]]:
-    """Lines of random words on a white size x size page -> (PIL image, [(y, x, word index)] of each
-    word's centre, normalised to the page)."""
+class DrawnWord(NamedTuple):
+    """A word drawn on a page: its text as drawn, its index in the vocabulary, its pen origin x, and
+    its ink box (top, left, bottom, right), all in pixels of the page."""
+    text: str
+    k: int
+    origin: float
+    box: tuple[float, float, float, float]
+
+
+def render_page(rng: random.Random, words: list[str], font: Any, size: int) -> tuple[Any, list[DrawnWord]]:
+    """Lines of random words on a white size x size page -> (PIL image, the words drawn)."""
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (size, size), (255, 255, 255))
@@ -81,24 +99,59 @@ def render_page(rng: random.Random, words: list[str], font: Any, size: int) -> t
             if right > size - 2:
                 break
             draw.text((x, y), word, font=font, fill=rng.choice(COLORS))
-            items.append(((top + bottom) / 2 / size, (left + right) / 2 / size, k))
+            items.append(DrawnWord(word, k, float(x), (float(top), float(left), float(bottom), float(right))))
             x = right + rng.randint(max(1, line * 2 // 7), max(2, line * 6 // 7))
         y += rng.randint(line * 17 // 14, line * 30 // 14)
     return img, items
 
 
-def page_batch(rng: random.Random, n: int, words: list[str], font: Any, pre: ScreenPreprocessor) -> tuple[torch.Tensor, ...]:
-    """n pages of `pre.image_size` px -> (pixels [n, 3, S, S] normalised by `pre`, as screenshots are,
-    page of each word, y, x, word index)."""
-    pixels, cols = [], [[], [], [], []]
+def _pages(rng: random.Random, n: int, words: list[str], font: Any, pre: ScreenPreprocessor,
+           points: Callable[[DrawnWord], Iterable[tuple[float, float, int]]]) -> tuple[torch.Tensor, ...]:
+    """n pages -> (pixels [n, 3, S, S] normalised by `pre`, as screenshots are, then for every
+    (y px, x px, label) that `points` gives for each drawn word: its page, y, x normalised, label)."""
+    pixels, rows, size = [], [], pre.image_size
     for i in range(n):
-        img, items = render_page(rng, words, font, pre.image_size)
+        img, items = render_page(rng, words, font, size)
         pixels.append(pre(img)[0])
-        for y, x, k in items:
-            for col, v in zip(cols, (i, y, x, k)):
-                col.append(v)
-    return (torch.stack(pixels), torch.tensor(cols[0]), torch.tensor(cols[1]), torch.tensor(cols[2]),
-            torch.tensor(cols[3]))
+        rows += [(i, y / size, x / size, label) for w in items for y, x, label in points(w)]
+    page, y, x, label = zip(*rows)
+    return torch.stack(pixels), torch.tensor(page), torch.tensor(y), torch.tensor(x), torch.tensor(label)
+
+
+def page_batch(rng: random.Random, n: int, words: list[str], font: Any, pre: ScreenPreprocessor) -> tuple[torch.Tensor, ...]:
+    """n pages of `pre.image_size` px -> (pixels, page of each word, y, x of its box's centre
+    normalised to the page, word index)."""
+    def centre(w: DrawnWord) -> list[tuple[float, float, int]]:
+        top, left, bottom, right = w.box
+        return [((top + bottom) / 2, (left + right) / 2, w.k)]
+
+    return _pages(rng, n, words, font, pre, centre)
+
+
+def word_pieces(rng: random.Random, text: str, tokenizer: Any) -> list[tuple[int, int, int]]:
+    """The pieces `text` becomes inside a goal -> [(token id, first char, end char)] within `text`.
+    Goals name a word quoted ('the link "amet"') or after a space ('Select amet from'); the two split
+    differently ('"', 'am', 'et' / 'Gam', 'et'), so each call picks one at random."""
+    quoted = rng.random() < 0.5
+    shown = f'"{text}"' if quoted else f" {text}"
+    enc = tokenizer.encode(shown, add_special_tokens=False)
+    out = []
+    for tid, (a, b) in zip(enc.ids, enc.offsets):
+        a, b = max(a - 1, 0), min(b - 1, len(text))  # both forms put one character before the word
+        if b > a:
+            out.append((tid, a, b))
+    return out
+
+
+def piece_batch(rng: random.Random, n: int, words: list[str], font: Any, pre: ScreenPreprocessor,
+                tokenizer: Any) -> tuple[torch.Tensor, ...]:
+    """n pages -> (pixels, page of each word piece, y, x of the piece's centre normalised, token id)."""
+    def pieces(w: DrawnWord) -> list[tuple[float, float, int]]:
+        y = (w.box[0] + w.box[2]) / 2
+        return [(y, w.origin + (font.getlength(w.text[:a]) + font.getlength(w.text[:b])) / 2, tid)
+                for tid, a, b in word_pieces(rng, w.text, tokenizer)]
+
+    return _pages(rng, n, words, font, pre, pieces)
 
 
 def centre_cells(y: torch.Tensor, x: torch.Tensor, side: int) -> torch.Tensor:
@@ -112,19 +165,30 @@ class WordPageSpec:
     pages: int = 4  # pages per micro-batch (~37 words each at 224 px)
     vocab: str = "miniwob"
     font: str = FONT
+    target: str = "words"  # "words": an MLP head names the word; "pieces": the decoder's piece embeddings
+
+    def __post_init__(self) -> None:
+        if self.pages < 1:
+            raise ValueError(f"word pages per step must be >= 1, got {self.pages}")
+        if self.target not in TARGETS:
+            raise ValueError(f"word-pages target must be one of {TARGETS}, got {self.target!r}")
 
 
 class WordPageLoss:
     """`loss(key)` renders pages drawn from `key`, encodes them with the model, and scores the head."""
 
-    def __init__(self, model: Any, spec: WordPageSpec, device: torch.device | str = "cpu"):
-        if spec.pages < 1:
-            raise ValueError(f"word pages per step must be >= 1, got {spec.pages}")
+    def __init__(self, model: Any, spec: WordPageSpec, device: torch.device | str = "cpu", tokenizer: Any = None):
+        if spec.target == "pieces" and tokenizer is None:
+            raise ValueError("the word-pages target 'pieces' needs the model's tokenizer")
         self.spec, self.model, self.words = spec, model, load_vocab(spec.vocab)
+        self.tokenizer = None if tokenizer is None else getattr(tokenizer, "backend", tokenizer)
         self.pre, self.side = ScreenPreprocessor.from_config(model.config), grid_side(model)
         self.font = load_font(spec.font, max(6, round(REF_FONT_PX * self.pre.image_size / REF_SIZE)))
         d = model.config.decoder.hidden_size
-        self.head = nn.Sequential(nn.Linear(d, 256), nn.GELU(), nn.Linear(256, len(self.words))).to(device)
+        if spec.target == "pieces":  # a temperature for the cosine logits, CLIP's starting value
+            self.head = nn.ParameterDict({"log_scale": nn.Parameter(torch.tensor(math.log(1 / 0.07), device=device))})
+        else:
+            self.head = nn.Sequential(nn.Linear(d, 256), nn.GELU(), nn.Linear(256, len(self.words))).to(device)
 
     def parameters(self) -> list[nn.Parameter]:
         return list(self.head.parameters())
@@ -137,14 +201,20 @@ class WordPageLoss:
 
     def batch(self, key: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
         rng = random.Random("word-pages:" + ":".join(str(k) for k in key))
+        if self.spec.target == "pieces":
+            return piece_batch(rng, self.spec.pages, self.words, self.font, self.pre, self.tokenizer)
         return page_batch(rng, self.spec.pages, self.words, self.font, self.pre)
 
     def logits(self, pixels: torch.Tensor, page: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Word logits [M, V] for the words at (page, y, x)."""
-        weight = self.head[0].weight
-        feats = self.model.encode_images(pixels.to(weight.device))  # [P, N, D]
-        tokens = feats[page.to(weight.device), centre_cells(y, x, self.side).to(weight.device)]  # [M, D]
-        return self.head(tokens.to(weight.dtype))
+        """Class logits [M, C] for the words (C: vocabulary words) or pieces (C: tokenizer pieces) at (page, y, x)."""
+        dev = next(iter(self.head.parameters())).device
+        feats = self.model.encode_images(pixels.to(dev))  # [P, N, D]
+        tokens = feats[page.to(dev), centre_cells(y, x, self.side).to(dev)]  # [M, D]
+        if self.spec.target == "words":
+            return self.head(tokens.to(self.head[0].weight.dtype))
+        table = self.model.decoder.embed_tokens.weight.detach()  # read, not trained, by this term
+        cos = F.normalize(tokens.float(), dim=-1) @ F.normalize(table.float(), dim=-1).T
+        return self.head["log_scale"].clamp(max=math.log(100.0)).exp() * cos
 
     def loss(self, key: tuple[int, ...]) -> torch.Tensor:
         pixels, page, y, x, k = self.batch(key)
@@ -153,7 +223,7 @@ class WordPageLoss:
 
     @torch.no_grad()
     def accuracy(self, key: tuple[int, ...]) -> float:
-        """% of the words on the pages drawn from `key` the head names right (eval mode not needed: no dropout)."""
+        """% of the words (or pieces) on the pages drawn from `key` the head names right (no dropout to switch off)."""
         pixels, page, y, x, k = self.batch(key)
         pred = self.logits(pixels, page, y, x).argmax(-1).cpu()
         return 100.0 * float((pred == k).float().mean())
