@@ -64,6 +64,8 @@ def test_script_writes_a_soup_with_its_recipe_and_ship_keeps_it(tmp_path, train_
     shipped = tmp_path / "shipped"
     assert train_script("ship_model.py").main([str(out), "--out", str(shipped)]) == 0
     assert {"soup.json", "train_config.json", "screen.json"} <= {f.name for f in shipped.iterdir()}
+    with pytest.raises(SystemExit, match="could not convert"):
+        script.main([str(tiny_model_dir), str(other), "--weights", "1,x", "--out", str(tmp_path / "bad")])
     (other / "screen.json").write_text(json.dumps({"view": "task", "scale": 1.0}))
     with pytest.raises(SystemExit, match="screen.json differ"):
         script.main([str(tiny_model_dir), str(other), "--out", str(tmp_path / "bad")])

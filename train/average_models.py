@@ -5,8 +5,7 @@
 
 Every tensor of the result is the weighted mean of the inputs' (uniform unless --weights), saved in
 fp32 with the first model's tokenizer, screen.json and train_config.json, and soup.json (the inputs
-and weights); `train/ship_model.py DIR` ships it like any
-run. The inputs must share one architecture, one tokenizer and one kind of screen
+and weights); `train/ship_model.py DIR` ships it like any run. The inputs must share one architecture, one tokenizer and one kind of screen
 (`autoui.model.soup`); averaging models from different starts gives nonsense, so use it on
 stages or checkpoints of one line of training (docs/train.md section 20).
 """
@@ -45,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     dirs = [Path(m) for m in args.models]
     for name in (TOKENIZER_FILE, SCREEN_FILE):
         _same_file(dirs, name)
-    weights = None if args.weights is None else [float(v) for v in args.weights.split(",")]
     try:
+        weights = None if args.weights is None else [float(v) for v in args.weights.split(",")]
         soup = average_models([AutoUIModel.from_pretrained(d) for d in dirs], weights)
     except ValueError as exc:
         raise SystemExit(str(exc)) from exc

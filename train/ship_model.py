@@ -3,7 +3,8 @@
     python train/ship_model.py runs/miniwob-default/final [--dtype float16]
 
 Weights are stored in half precision to keep the repository small (serving casts back to
-fp32 on CPU, bf16 on CUDA). The run's train_config.json goes along as the recipe, and its
+fp32 on CPU, bf16 on CUDA). The run's train_config.json goes along as the recipe (with soup.json
+for an averaged model, train/average_models.py), and its
 screen.json (which screenshots it learned on, autoui.data.screen) so evaluation shows it the
 same kind.
 """

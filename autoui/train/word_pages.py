@@ -22,12 +22,12 @@ the embedding table is read, never moved.
 """
 from __future__ import annotations
 
+import math
 import random
 import re
-import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import torch
@@ -114,8 +114,9 @@ def _pages(rng: random.Random, n: int, words: list[str], font: Any, pre: ScreenP
         img, items = render_page(rng, words, font, size)
         pixels.append(pre(img)[0])
         rows += [(i, y / size, x / size, label) for w in items for y, x, label in points(w)]
-    page, y, x, label = zip(*rows)
-    return torch.stack(pixels), torch.tensor(page), torch.tensor(y), torch.tensor(x), torch.tensor(label)
+    page, y, x, label = zip(*rows) if rows else ((), (), (), ())
+    return (torch.stack(pixels), torch.tensor(page, dtype=torch.long), torch.tensor(y, dtype=torch.float32),
+            torch.tensor(x, dtype=torch.float32), torch.tensor(label, dtype=torch.long))
 
 
 def page_batch(rng: random.Random, n: int, words: list[str], font: Any, pre: ScreenPreprocessor) -> tuple[torch.Tensor, ...]:
@@ -131,7 +132,7 @@ def page_batch(rng: random.Random, n: int, words: list[str], font: Any, pre: Scr
 def word_pieces(rng: random.Random, text: str, tokenizer: Any) -> list[tuple[int, int, int]]:
     """The pieces `text` becomes inside a goal -> [(token id, first char, end char)] within `text`.
     Goals name a word quoted ('the link "amet"') or after a space ('Select amet from'); the two split
-    differently ('"', 'am', 'et' / 'Gam', 'et'), so each call picks one at random."""
+    differently ('am', 'et' / 'Ġam', 'et'), so each call picks one at random."""
     quoted = rng.random() < 0.5
     shown = f'"{text}"' if quoted else f" {text}"
     enc = tokenizer.encode(shown, add_special_tokens=False)
