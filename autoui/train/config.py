@@ -17,6 +17,7 @@ from typing import Any
 
 FORMATS = ("compact", "autoui")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+WORD_PAGE_TARGETS = ("words", "pieces")  # autoui/train/word_pages.py
 CONFIG_FILE = "train_config.json"
 
 
@@ -197,8 +198,8 @@ class TrainConfig:
         _check(not self.goal_word_weight or bool(self.goal_word_layers), "--goal-word-layers is empty")
         _check(self.word_pages_weight >= 0, f"TrainConfig.word_pages_weight must be >= 0, got {self.word_pages_weight}")
         _check(self.word_pages >= 1, f"TrainConfig.word_pages must be >= 1, got {self.word_pages}")
-        _check(self.word_pages_target in ("words", "pieces"),
-               f"TrainConfig.word_pages_target must be 'words' or 'pieces', got {self.word_pages_target!r}")
+        _check(self.word_pages_target in WORD_PAGE_TARGETS,
+               f"TrainConfig.word_pages_target must be one of {WORD_PAGE_TARGETS}, got {self.word_pages_target!r}")
         _check(self.word_pages_lr_scale > 0, f"TrainConfig.word_pages_lr_scale must be > 0, got {self.word_pages_lr_scale}")
         _check(self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr}")
         _check(0.0 <= self.min_lr_ratio <= 1.0, f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")

@@ -35,11 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoui.model.preprocess import ScreenPreprocessor
+from autoui.train.config import WORD_PAGE_TARGETS
 from autoui.train.regrid import grid_side
 
 FONT = "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf"
 COLORS = ((0, 0, 0), (0, 0, 238), (60, 60, 60))  # text, links, grey labels
-TARGETS = ("words", "pieces")
 REF_SIZE, REF_FONT_PX = 224, 14  # MiniWoB's 10-px text at the area view's 1.4x on a 224-px input
 
 
@@ -171,8 +171,8 @@ class WordPageSpec:
     def __post_init__(self) -> None:
         if self.pages < 1:
             raise ValueError(f"word pages per step must be >= 1, got {self.pages}")
-        if self.target not in TARGETS:
-            raise ValueError(f"word-pages target must be one of {TARGETS}, got {self.target!r}")
+        if self.target not in WORD_PAGE_TARGETS:
+            raise ValueError(f"word-pages target must be one of {WORD_PAGE_TARGETS}, got {self.target!r}")
 
 
 class WordPageLoss:
@@ -185,10 +185,10 @@ class WordPageLoss:
         self.tokenizer = None if tokenizer is None else getattr(tokenizer, "backend", tokenizer)
         self.pre, self.side = ScreenPreprocessor.from_config(model.config), grid_side(model)
         self.font = load_font(spec.font, max(6, round(REF_FONT_PX * self.pre.image_size / REF_SIZE)))
-        d = model.config.decoder.hidden_size
         if spec.target == "pieces":  # a temperature for the cosine logits, CLIP's starting value
             self.head = nn.ParameterDict({"log_scale": nn.Parameter(torch.tensor(math.log(1 / 0.07), device=device))})
         else:
+            d = model.config.decoder.hidden_size
             self.head = nn.Sequential(nn.Linear(d, 256), nn.GELU(), nn.Linear(256, len(self.words))).to(device)
 
     def parameters(self) -> list[nn.Parameter]:
